@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: Apache-2.0
+# Testudo build. `make` builds into build/; `make check` runs every test,
+# then the same tests again built with AddressSanitizer + UBSan.
+
+CC      ?= cc
+SANITIZER ?=
+BUILD   ?= build
+PREFIX  ?= /usr/local
+
+WARN    := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
+LDLIBS  := -luv -llz4 -lxxhash -lpmem -lpthread -lm
+
+ifneq ($(SANITIZER),)
+CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+STORAGE_SRC := $(wildcard storage/*.c)
+STORAGE_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/%.o)
+TOOLS_SRC   := $(wildcard tools/*.c)
+TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC    := $(wildcard tests/unit/*.c)
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+TESTPROG_SRC:= $(wildcard tests/prog/*.c)
+TESTPROG_BIN:= $(TESTPROG_SRC:tests/prog/%.c=$(BUILD)/tests/%)
+BENCHPROG_SRC := $(wildcard bench/prog/*.c)
+BENCHPROG_BIN := $(BENCHPROG_SRC:bench/prog/%.c=$(BUILD)/bench/%)
+
+LIBSTORAGE := $(BUILD)/libtestudo-storage.a
+
+.PHONY: all check unit integration check-one deps install clean crash-test bench-engine
+all: $(BUILD)/testudo $(TESTPROG_BIN) $(BENCHPROG_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIBSTORAGE): $(STORAGE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/testudo: $(TOOLS_OBJ) $(LIBSTORAGE)
+	$(CC) $(LDFLAGS) -o $@ $(TOOLS_OBJ) $(LIBSTORAGE) $(LDLIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/%: tests/prog/%.c $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/prog/%.c $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+
+# Every test once against $(BUILD).
+check-one: all $(UNIT_BIN)
+	BUILD=$(BUILD) tests/run-all.sh
+
+# The whole suite, plain and then under the sanitizers.
+check:
+	$(MAKE) check-one
+	$(MAKE) check-one SANITIZER=address,undefined BUILD=build/asan CFLAGS="-O1 -g"
+
+crash-test: all
+	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash.sh
+
+bench-engine: all
+	BUILD=$(BUILD) bench/engine
+
+deps:
+	tools/install-deps.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/testudo $(DESTDIR)$(PREFIX)/bin/testudo
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

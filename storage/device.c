@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: the two backends behind three calls (pread, pwrite, sync).
+ *
+ * file: a regular file or a block device. Opened O_DIRECT when the file
+ *   system allows it (a block device always), so the page cache never holds
+ *   a second copy; durability is fdatasync after each batch.
+ * pmem: the file is mapped with libpmem; a write is pmem_memcpy_nodrain and
+ *   sync is pmem_drain (or pmem_msync when the mapping is not real pmem and
+ *   PMEM_IS_PMEM_FORCE is not set).
+ *
+ * Fault injection for tests lives here because only here do we know which
+ * bytes are durable: every write records the bytes it replaced until the
+ * next sync; a power cut puts back a random subset of them (page by page)
+ * and exits the process at once.
+ *
+ * Must never: be called from the loop thread for data I/O (the engine hands
+ * it to workers), or retry a failed sync.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libpmem.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct fi_undo {
+	struct fi_undo *next;
+	uint64_t off;
+	size_t len;
+	uint64_t gen;
+	uint8_t old[];
+};
+
+void *dev_alloc(size_t len)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, TDO_BLOCK_SIZE, round_up(len ? len : 1, TDO_BLOCK_SIZE)))
+		return NULL;
+	memset(p, 0, round_up(len ? len : 1, TDO_BLOCK_SIZE));
+	return p;
+}
+
+int dev_probe_size(const char *path, uint64_t *size, bool *is_blockdev)
+{
+	struct stat st;
+	int fd;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz = 0;
+
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		if (ioctl(fd, BLKGETSIZE64, &sz) < 0) {
+			int err = -errno;
+			close(fd);
+			return err;
+		}
+		close(fd);
+		*size = sz;
+		*is_blockdev = true;
+		return 0;
+	}
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	*size = (uint64_t)st.st_size;
+	*is_blockdev = false;
+	return 0;
+}
+
+static void fi_init(struct dev *d)
+{
+	const char *s = getenv("TDO_FAULT_POWERCUT");
+
+	pthread_mutex_init(&d->fi_lock, NULL);
+	d->fi_cut_at = 0;
+	d->fi_eio_at = 0;
+	d->fi_seed = 1;
+	if (s && *s) {
+		char *end;
+		d->fi_cut_at = strtol(s, &end, 10);
+		if (*end == ':')
+			d->fi_seed = (unsigned)strtoul(end + 1, NULL, 10);
+	}
+	s = getenv("TDO_FAULT_EIO_WRITE");
+	if (s && *s)
+		d->fi_eio_at = strtol(s, NULL, 10);
+}
+
+/* The power goes out: each 4 KiB page of each write not yet durable
+ * reached the medium or not, at random. Called with fi_lock held. */
+static void fi_cut(struct dev *d)
+{
+	struct fi_undo *u;
+	unsigned seed = d->fi_seed;
+
+	for (u = d->fi_undo; u; u = u->next) {
+		for (size_t o = 0; o < u->len; o += TDO_BLOCK_SIZE) {
+			size_t n = u->len - o < TDO_BLOCK_SIZE ? u->len - o : TDO_BLOCK_SIZE;
+			if (rand_r(&seed) % 2 == 0)
+				continue; /* this page made it */
+			if (d->pmem)
+				memcpy(d->pmem + u->off + o, u->old + o, n);
+			else if (pwrite(d->fd, u->old + o, n, (off_t)(u->off + o)) < 0)
+				_exit(98);
+		}
+	}
+	if (d->pmem)
+		pmem_msync(d->pmem, d->pmem_len);
+	else
+		fsync(d->fd);
+	tdo_log(TDO_LOG_WARN, "fault", "power cut injected after %ld device operations", d->fi_ops);
+	_exit(99);
+}
+
+/* Returns -EIO when an injected write error fires. */
+static int fi_before_write(struct dev *d, uint64_t off, size_t len)
+{
+	struct fi_undo *u;
+	int err = 0;
+
+	if (!d->fi_cut_at && !d->fi_eio_at)
+		return 0;
+	pthread_mutex_lock(&d->fi_lock);
+	d->fi_ops++;
+	if (d->fi_cut_at && d->fi_ops >= d->fi_cut_at)
+		fi_cut(d);
+	if (d->fi_eio_at && d->fi_ops == d->fi_eio_at)
+		err = -EIO;
+	if (d->fi_cut_at && !err) {
+		u = malloc(sizeof *u + len);
+		if (u) {
+			u->off = off;
+			u->len = len;
+			u->gen = d->fi_gen;
+			if (d->pmem)
+				memcpy(u->old, d->pmem + off, len);
+			else {
+				ssize_t r = pread(d->fd, u->old, len, (off_t)off);
+				if (r < (ssize_t)len)
+					memset(u->old + (r > 0 ? r : 0), 0, len - (size_t)(r > 0 ? r : 0));
+			}
+			u->next = d->fi_undo;
+			d->fi_undo = u;
+		}
+	}
+	pthread_mutex_unlock(&d->fi_lock);
+	return err;
+}
+
+static uint64_t fi_sync_begin(struct dev *d)
+{
+	uint64_t gen;
+
+	if (!d->fi_cut_at)
+		return 0;
+	pthread_mutex_lock(&d->fi_lock);
+	d->fi_ops++;
+	if (d->fi_ops >= d->fi_cut_at)
+		fi_cut(d);
+	gen = d->fi_gen++;
+	pthread_mutex_unlock(&d->fi_lock);
+	return gen;
+}
+
+static void fi_sync_end(struct dev *d, uint64_t gen)
+{
+	struct fi_undo **pp, *u;
+
+	if (!d->fi_cut_at)
+		return;
+	pthread_mutex_lock(&d->fi_lock);
+	for (pp = &d->fi_undo; (u = *pp);) {
+		if (u->gen <= gen) {
+			*pp = u->next;
+			free(u);
+		} else
+			pp = &u->next;
+	}
+	pthread_mutex_unlock(&d->fi_lock);
+}
+
+int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size)
+{
+	struct stat st;
+	int flags = O_RDWR | O_CLOEXEC;
+	int err;
+
+	memset(d, 0, sizeof *d);
+	d->fd = -1;
+	d->backend = backend ? backend : TDO_BACKEND_FILE;
+	fi_init(d);
+
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT || !create)
+			return -errno;
+		if (!create_size)
+			return -EINVAL;
+		flags |= O_CREAT | O_EXCL;
+	} else if (S_ISBLK(st.st_mode)) {
+		d->is_blockdev = 1;
+	} else if (!S_ISREG(st.st_mode)) {
+		return -EINVAL;
+	}
+
+	/* O_DIRECT where the file system has it (tmpfs may not): the page
+	 * cache then never holds a second copy of the log. */
+	if (d->backend == TDO_BACKEND_FILE) {
+		d->fd = open(path, flags | O_DIRECT, 0600);
+		if (d->fd >= 0)
+			d->direct = 1;
+		else if (errno == EINVAL)
+			flags &= ~O_EXCL; /* the failed attempt may have created it */
+	}
+	if (d->fd < 0)
+		d->fd = open(path, flags, 0600);
+	if (d->fd < 0)
+		return -errno;
+	if (flock(d->fd, LOCK_EX | LOCK_NB) < 0) {
+		err = errno == EWOULDBLOCK ? TDO_ELOCKED : -errno;
+		goto fail;
+	}
+	if (flags & O_CREAT || (create && !d->is_blockdev && create_size &&
+	                        (uint64_t)st.st_size < create_size)) {
+		if (ftruncate(d->fd, (off_t)create_size) < 0) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	if (d->is_blockdev) {
+		if (ioctl(d->fd, BLKGETSIZE64, &d->size) < 0) {
+			err = -errno;
+			goto fail;
+		}
+	} else {
+		if (fstat(d->fd, &st) < 0) {
+			err = -errno;
+			goto fail;
+		}
+		d->size = (uint64_t)st.st_size;
+	}
+
+	if (d->backend == TDO_BACKEND_PMEM) {
+		size_t mlen = 0;
+		int is_pmem = 0;
+
+		if (d->is_blockdev) {
+			err = -EINVAL;
+			goto fail;
+		}
+		d->pmem = pmem_map_file(path, 0, 0, 0, &mlen, &is_pmem);
+		if (!d->pmem) {
+			err = errno ? -errno : -EIO;
+			tdo_log(TDO_LOG_ERROR, "device", "%s: pmem_map_file: %s", path, pmem_errormsg());
+			goto fail;
+		}
+		d->pmem_len = mlen;
+		d->pmem_is_pmem = is_pmem;
+		return 0;
+	}
+
+	return 0;
+fail:
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+	return err;
+}
+
+void dev_close(struct dev *d)
+{
+	struct fi_undo *u;
+
+	if (d->pmem)
+		pmem_unmap(d->pmem, d->pmem_len);
+	d->pmem = NULL;
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+	while ((u = d->fi_undo)) {
+		d->fi_undo = u->next;
+		free(u);
+	}
+	pthread_mutex_destroy(&d->fi_lock);
+}
+
+int dev_pread(struct dev *d, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	if (off + len > d->size || off + len < off)
+		return -EINVAL;
+	if (d->pmem) {
+		memcpy(buf, d->pmem + off, len);
+		return 0;
+	}
+	while (done < len) {
+		ssize_t r = pread(d->fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0) {
+			memset((char *)buf + done, 0, len - done);
+			break;
+		}
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	int err;
+
+	if (off + len > d->size || off + len < off)
+		return -EINVAL;
+	err = fi_before_write(d, off, len);
+	if (err)
+		return err;
+	if (d->pmem) {
+		pmem_memcpy_nodrain(d->pmem + off, buf, len);
+		return 0;
+	}
+	while (done < len) {
+		ssize_t r = pwrite(d->fd, (const char *)buf + done, len - done, (off_t)(off + done));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+int dev_sync(struct dev *d)
+{
+	uint64_t gen = fi_sync_begin(d);
+	int err = 0;
+
+	if (d->pmem) {
+		if (d->pmem_is_pmem)
+			pmem_drain();
+		else if (pmem_msync(d->pmem, d->pmem_len) < 0)
+			err = -errno;
+	} else if (fdatasync(d->fd) < 0) {
+		err = -errno;
+	}
+	if (!err)
+		fi_sync_end(d, gen);
+	return err;
+}

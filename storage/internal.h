@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Engine internals, grouped by the file that defines them. Everything here
+ * runs on the caller's loop thread unless it says "worker".
+ */
+#ifndef TESTUDO_STORAGE_INTERNAL_H
+#define TESTUDO_STORAGE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "testudo/engine.h"
+#include "testudo/format.h"
+#include "testudo/util.h"
+
+#define SEG_MIN_SIZE     (1u << 20)
+#define SEG_DEFAULT_SIZE (4u << 20)
+#define LZ4_MAX_NSECT    7u   /* compressed payloads must save a sector */
+
+/* Intrusive doubly linked list. */
+struct list { struct list *prev, *next; };
+static inline void list_init(struct list *l) { l->prev = l->next = l; }
+static inline bool list_empty(const struct list *l) { return l->next == l; }
+static inline void list_add_tail(struct list *h, struct list *n)
+{
+	n->prev = h->prev; n->next = h; h->prev->next = n; h->prev = n;
+}
+static inline void list_del(struct list *n)
+{
+	n->prev->next = n->next; n->next->prev = n->prev; n->prev = n->next = n;
+}
+#define container_of(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
+
+static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* ---- device.c: backends --------------------------------------------- */
+
+/*
+ * One open device. dev_pread/dev_pwrite/dev_sync are safe from worker
+ * threads. Fault injection (tests only, off unless the environment asks):
+ *   TDO_FAULT_POWERCUT=N[:SEED]  at the Nth write or sync, throw away a
+ *                                random part of every write not yet made
+ *                                durable, then _exit(99)
+ *   TDO_FAULT_EIO_WRITE=N        the Nth write fails with EIO
+ */
+struct dev {
+	int fd;
+	int backend;                /* enum tdo_backend */
+	int direct;                 /* opened O_DIRECT */
+	int is_blockdev;
+	uint64_t size;
+	char *pmem;                 /* pmem backend: the mapping */
+	size_t pmem_len;
+	int pmem_is_pmem;
+	/* fault injection */
+	pthread_mutex_t fi_lock;
+	long fi_cut_at, fi_ops, fi_eio_at;
+	unsigned fi_seed;
+	struct fi_undo *fi_undo;    /* writes not yet durable, newest first */
+	uint64_t fi_gen;
+};
+int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size);
+void dev_close(struct dev *d);
+int dev_pread(struct dev *d, void *buf, size_t len, uint64_t off);
+int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off);
+int dev_sync(struct dev *d);
+/* Bytes of the file or block device at PATH (without opening the engine). */
+int dev_probe_size(const char *path, uint64_t *size, bool *is_blockdev);
+void *dev_alloc(size_t len);   /* 4 KiB aligned, zeroed; free() it */
+
+/* ---- record.c: encode and decode ------------------------------------- */
+
+void rec_seal(struct tdo_rec_hdr *r);
+bool rec_valid(const struct tdo_rec_hdr *r);
+/* Fill bh_csum over the header area HDR of HDR_LEN bytes. */
+void batch_seal(void *hdr, uint32_t hdr_len);
+/*
+ * Check the first 4 KiB of a batch: magic, version, uuid, seq (when
+ * WANT_SEQ is nonzero), lengths within LIMIT bytes. 0 or -EILSEQ.
+ */
+int batch_check_head(const struct tdo_batch_hdr *bh, const uint8_t uuid[16],
+                     uint64_t want_seq, uint64_t limit);
+/* Check the whole header area (csum, record headers, payload bounds). */
+int batch_check_area(const void *hdr);
+static inline uint32_t batch_hdr_len(uint32_t nrec)
+{
+	return (uint32_t)round_up(sizeof(struct tdo_batch_hdr) + (uint64_t)nrec * sizeof(struct tdo_rec_hdr), TDO_BLOCK_SIZE);
+}
+void sb_seal(struct tdo_sb *sb);
+bool sb_valid(const struct tdo_sb *sb);
+void ckpt_hdr_seal(struct tdo_ckpt_hdr *h);
+bool ckpt_hdr_valid(const struct tdo_ckpt_hdr *h);
+
+/* Index entry packing (layout in format.h). */
+#define IE_LSN_MASK ((1ull << 48) - 1)
+static inline struct tdo_ie ie_make(int kind, uint64_t lsn, uint64_t sector, unsigned nsect, uint32_t csum)
+{
+	struct tdo_ie e;
+	e.ie_a = (lsn & IE_LSN_MASK) | ((uint64_t)(kind & 3) << 48) |
+	         ((uint64_t)(nsect & 15) << 50) | ((sector >> 32) << 54);
+	e.ie_b = (uint32_t)sector;
+	e.ie_c = csum;
+	return e;
+}
+static inline int ie_kind(struct tdo_ie e) { return (int)((e.ie_a >> 48) & 3); }
+static inline uint64_t ie_lsn(struct tdo_ie e) { return e.ie_a & IE_LSN_MASK; }
+static inline unsigned ie_nsect(struct tdo_ie e) { return (unsigned)((e.ie_a >> 50) & 15); }
+static inline uint64_t ie_sector(struct tdo_ie e) { return ((e.ie_a >> 54) << 32) | e.ie_b; }
+static inline bool ie_has_payload(struct tdo_ie e) { return ie_kind(e) >= TDO_IE_DATA; }
+
+/* lz4: compress one block into OUT (room for 4096); returns stored length
+ * (u16 prefix included) or 0 when it does not save a sector. */
+uint32_t rec_compress(const void *block, void *out);
+/* Decompress a stored lz4 payload of LEN bytes into a 4 KiB block. */
+int rec_decompress(const void *in, uint32_t len, void *block);
+
+/* ---- index.c: block -> newest version, per volume -------------------- */
+
+#define IDX_CHUNK_SHIFT 10
+#define IDX_CHUNK (1u << IDX_CHUNK_SHIFT)
+struct idx_chunk {
+	uint32_t used;              /* entries that are not HOLE */
+	struct tdo_ie e[IDX_CHUNK];
+};
+struct idx {
+	uint64_t nblocks;
+	uint64_t nchunks;
+	struct idx_chunk **chunks;  /* NULL: every entry a HOLE */
+	uint64_t mem;               /* bytes allocated */
+};
+int idx_init(struct idx *x, uint64_t nblocks);
+void idx_free(struct idx *x);
+static inline struct tdo_ie idx_get(const struct idx *x, uint64_t b)
+{
+	struct idx_chunk *c = x->chunks[b >> IDX_CHUNK_SHIFT];
+	struct tdo_ie hole = { 0, 0, 0 };
+	return c ? c->e[b & (IDX_CHUNK - 1)] : hole;
+}
+/* Set block B; *OLD gets what was there. -ENOMEM. */
+int idx_set(struct idx *x, uint64_t b, struct tdo_ie e, struct tdo_ie *old);
+/* Grow or shrink; entries past the new end are passed to DROP first. */
+int idx_resize(struct idx *x, uint64_t nblocks,
+               void (*drop)(void *arg, struct tdo_ie e), void *arg);
+/* Visit every non-HOLE entry in block order; stops when FN returns != 0. */
+int idx_walk(const struct idx *x, int (*fn)(void *arg, uint64_t b, struct tdo_ie e), void *arg);
+
+/* ---- engine.c --------------------------------------------------------- */
+
+enum seg_state { SEG_FREE = 0, SEG_OPEN, SEG_SEALED, SEG_FREEING };
+struct seg {
+	uint64_t live;              /* payload bytes the index refers to */
+	uint64_t age;               /* newest bh_seq written into it */
+	uint8_t state;              /* enum seg_state */
+	bool cleaning;
+	bool stuck;                 /* the cleaner could not empty it */
+	bool free_when_idle;        /* freed by a checkpoint, waits for readers */
+	uint32_t readers;           /* reads in flight from it */
+};
+
+struct vol {
+	struct tdo_vol_desc d;
+	struct idx idx;
+	uint64_t live;
+	struct list active;         /* struct wreq in flight (locks) */
+	struct list waiting;        /* struct wreq held back by an overlap */
+};
+
+/* A write-side request: write, zero, trim, volume op, flush, relocation. */
+enum wreq_kind { WR_WRITE, WR_ZERO, WR_TRIM, WR_VOLOP, WR_FLUSH, WR_RELOC };
+struct wreq {
+	struct list link;           /* pending queue, or a volume's waiting list */
+	struct list vlink;          /* volume's active list */
+	struct list olink;          /* engine's outstanding list (flush order) */
+	struct tdo_engine *e;
+	int kind;
+	uint32_t vol;
+	uint64_t off, len;          /* bytes */
+	const uint8_t *buf;         /* caller's data (WR_WRITE) */
+	unsigned flags;
+	tdo_done_cb cb;
+	void *arg;
+	uint64_t wid;               /* submission order */
+	uint64_t b0, b1;            /* first block, one past last */
+	bool rmw;                   /* partial first/last block */
+	uint8_t *head_blk, *tail_blk; /* merged partial blocks (rmw) */
+	int rmw_pending;
+	uint64_t lsn;               /* first LSN; one per record */
+	uint32_t epoch;
+	/* progress through batches */
+	uint64_t next_b;            /* next block to put in a batch */
+	bool meta_done;             /* VOLOP record placed */
+	int parts;                  /* batches holding part of it, in flight */
+	int status;
+	bool queued;                /* in the pending queue */
+	/* WR_VOLOP */
+	int rec_type;
+	struct tdo_vol_desc desc;
+	/* WR_RELOC */
+	struct tdo_rec_hdr rh;      /* the record being copied */
+	const uint8_t *payload;
+	uint64_t old_sector;
+	struct clean_job *job;
+};
+
+struct ckpt_job;
+struct clean_job;
+
+struct tdo_engine {
+	uv_loop_t *loop;
+	struct dev dev;
+	struct tdo_sb sb;
+	struct tdo_open_opts opts;
+	char *path;
+
+	struct vol **vols;
+	uint32_t nvols, next_vol_id;
+
+	struct seg *segs;
+	uint32_t seg_free;          /* count of SEG_FREE */
+	uint32_t head_seg;          /* open segment */
+	uint32_t head_off;          /* next batch's offset in it */
+	uint64_t next_seq;          /* next batch's seq */
+	/* the log position the index reflects (end of the newest applied batch) */
+	uint32_t applied_seg, applied_off;
+	uint64_t applied_seq;
+
+	/* write path */
+	struct list pending;        /* client wreqs ready for a batch */
+	struct list pending_reloc;  /* cleaner copies, they go first */
+	struct list outstanding;    /* every unfinished write-side wreq, by wid */
+	struct list flushes;        /* flushes waiting on older writes */
+	uint64_t next_wid;
+	struct batch *inflight;     /* at most one batch at a time */
+	uint64_t log_since_ckpt;
+
+	/* deferred callbacks */
+	uv_async_t kick;
+	struct list deferred;
+
+	/* checkpoints */
+	struct ckpt_job *ckpt;      /* in flight */
+	uint64_t ckpt_seq;
+	bool ckpt_wanted;
+	struct list ckpt_waiters;
+
+	/* cleaner */
+	struct clean_job *clean;
+	uint32_t clean_low, clean_high, reserve;
+
+	/* closing */
+	int closing;                 /* 1: draining, 2: final checkpoint */
+	tdo_done_cb close_cb;
+	void *close_arg;
+	int poison;                 /* first failure, once set every write fails */
+	int reads_inflight;
+
+	struct tdo_engine_stats st;
+};
+
+struct vol *eng_vol(struct tdo_engine *e, uint32_t id);
+struct vol *eng_vol_by_name(struct tdo_engine *e, const char *name);
+void eng_kick(struct tdo_engine *e);
+/* Run CB(ARG, STATUS) on a later loop iteration. */
+int eng_defer(struct tdo_engine *e, tdo_done_cb cb, void *arg, int status);
+void eng_poison(struct tdo_engine *e, int err, const char *what);
+/* Account for an index change: payload moved in or out of segments. */
+void eng_account(struct tdo_engine *e, struct vol *v, struct tdo_ie old, struct tdo_ie neu);
+uint64_t eng_sector_to_seg(struct tdo_engine *e, uint64_t sector);
+uint64_t eng_capacity(const struct tdo_sb *sb);
+void eng_maybe_finish_close(struct tdo_engine *e);
+
+/* ---- volume.c --------------------------------------------------------- */
+
+struct vol *vol_new(const struct tdo_vol_desc *d);
+void vol_destroy(struct tdo_engine *e, struct vol *v);
+int vol_add(struct tdo_engine *e, struct vol *v);
+void vol_remove(struct tdo_engine *e, struct vol *v);
+int vol_apply_resize(struct tdo_engine *e, struct vol *v, uint64_t size);
+uint64_t vol_total_bytes(struct tdo_engine *e);
+
+/* ---- writer.c: write path and group commit --------------------------- */
+
+void wr_submit(struct tdo_engine *e, struct wreq *w);
+void wr_schedule(struct tdo_engine *e);
+void wr_check_flushes(struct tdo_engine *e);
+bool wr_idle(struct tdo_engine *e);
+
+/* ---- reader.c --------------------------------------------------------- */
+
+/* Read whole blocks [B0, B0+N) of V into DST (N*4096 bytes). */
+int rd_blocks(struct tdo_engine *e, struct vol *v, uint64_t b0, uint32_t n,
+              uint8_t *dst, tdo_done_cb cb, void *arg);
+
+/* ---- checkpoint.c ----------------------------------------------------- */
+
+/* Between batches: start a wanted checkpoint. */
+void ckpt_poll(struct tdo_engine *e);
+uint64_t ckpt_area_size(uint64_t seg_blocks, uint32_t nsegs, uint32_t max_vols);
+/* Start a checkpoint now unless one is running (then it runs after). */
+void ckpt_request(struct tdo_engine *e, tdo_done_cb cb, void *arg);
+/* Synchronous form for open and format. */
+int ckpt_write_sync(struct tdo_engine *e);
+/* Load the newest valid checkpoint into E (vols, segment ages, index). */
+int ckpt_load(struct tdo_engine *e, uint64_t *log_seq, uint32_t *log_seg, uint32_t *log_off);
+
+/* ---- recovery.c ------------------------------------------------------- */
+
+int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off);
+/* Apply one record (replay and run time share it). PAYLOAD may be NULL for
+ * data records. SECTOR is the device sector of the payload. */
+int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
+              const void *payload, uint64_t sector, bool replay,
+              uint64_t expect_sector);
+
+/* ---- cleaner.c -------------------------------------------------------- */
+
+void cln_maybe_start(struct tdo_engine *e);
+void cln_reloc_done(struct tdo_engine *e, struct wreq *w);
+int cln_pick_victim(struct tdo_engine *e);
+
+/* ---- format.c --------------------------------------------------------- */
+
+int fmt_read_sb(struct dev *d, struct tdo_sb *out);
+
+#endif

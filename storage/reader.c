@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: the read path. The loop looks each block up in the index and
+ * hands a worker a plan (payload sector, length, checksum per block); the
+ * worker reads, merging runs of adjacent raw blocks into one pread,
+ * verifies every block's checksum, and decompresses. Holes and zero
+ * blocks never touch the device.
+ *
+ * A segment that a read is using cannot be freed (seg->readers), since a
+ * free segment may be overwritten while the worker still reads it.
+ *
+ * Must never: return a block whose checksum failed (the read gets -EIO and
+ * the event is logged with volume, block and location), or block the loop.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct rblk {
+	struct tdo_ie ie;
+};
+
+struct rjob {
+	uv_work_t work;
+	struct tdo_engine *e;
+	uint32_t vol;
+	uint64_t b0;
+	uint32_t n;
+	struct rblk *blk;
+	uint8_t *dst;               /* n blocks */
+	uint8_t *bounce;            /* owned; dst == bounce when set */
+	void *user;                 /* copy out of the bounce buffer */
+	uint32_t user_skip, user_len;
+	int status;
+	uint64_t bad_block, bad_sector;
+	tdo_done_cb cb;
+	void *arg;
+};
+
+static void read_work(uv_work_t *wk)
+{
+	struct rjob *j = wk->data;
+	struct dev *d = &j->e->dev;
+	uint8_t *scratch = NULL;
+
+	for (uint32_t i = 0; i < j->n && !j->status; i++) {
+		struct tdo_ie ie = j->blk[i].ie;
+		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
+		int k = ie_kind(ie);
+
+		if (k == TDO_IE_HOLE || k == TDO_IE_ZERO) {
+			memset(out, 0, TDO_BLOCK_SIZE);
+			continue;
+		}
+		if (k == TDO_IE_DATA) {
+			/* a run of raw blocks laid out back to back on the device */
+			uint32_t run = 1;
+			while (i + run < j->n && ie_kind(j->blk[i + run].ie) == TDO_IE_DATA &&
+			       ie_sector(j->blk[i + run].ie) == ie_sector(ie) + (uint64_t)run * 8 &&
+			       run < 256)
+				run++;
+			j->status = dev_pread(d, out, (size_t)run * TDO_BLOCK_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE);
+			if (j->status)
+				break;
+			for (uint32_t r = 0; r < run; r++) {
+				if ((uint32_t)tdo_csum(out + (size_t)r * TDO_BLOCK_SIZE, TDO_BLOCK_SIZE) !=
+				    j->blk[i + r].ie.ie_c) {
+					j->status = -EIO;
+					j->bad_block = j->b0 + i + r;
+					j->bad_sector = ie_sector(j->blk[i + r].ie);
+					break;
+				}
+			}
+			i += run - 1;
+			continue;
+		}
+		/* lz4 */
+		if (!scratch && !(scratch = dev_alloc(TDO_BLOCK_SIZE * 2))) {
+			j->status = -ENOMEM;
+			break;
+		}
+		j->status = dev_pread(d, scratch, (size_t)ie_nsect(ie) * TDO_SECTOR_SIZE,
+		                      ie_sector(ie) * TDO_SECTOR_SIZE);
+		if (j->status)
+			break;
+		{
+			uint16_t clen;
+			memcpy(&clen, scratch, 2);
+			if ((uint32_t)clen + 2 > ie_nsect(ie) * TDO_SECTOR_SIZE ||
+			    (uint32_t)tdo_csum(scratch, (size_t)clen + 2) != ie.ie_c ||
+			    rec_decompress(scratch, (uint32_t)clen + 2, out)) {
+				j->status = -EIO;
+				j->bad_block = j->b0 + i;
+				j->bad_sector = ie_sector(ie);
+			}
+		}
+	}
+	free(scratch);
+}
+
+static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
+{
+	for (uint32_t i = 0; i < j->n; i++) {
+		uint64_t s;
+
+		if (!ie_has_payload(j->blk[i].ie))
+			continue;
+		s = eng_sector_to_seg(e, ie_sector(j->blk[i].ie));
+		if (s >= e->sb.sb_seg_count)
+			continue;
+		if (delta > 0) {
+			e->segs[s].readers++;
+		} else if (--e->segs[s].readers == 0 && e->segs[s].state == SEG_FREEING &&
+		           e->segs[s].free_when_idle) {
+			e->segs[s].free_when_idle = false;
+			e->segs[s].state = SEG_FREE;
+			e->seg_free++;
+		}
+	}
+}
+
+static void read_after(uv_work_t *wk, int status)
+{
+	struct rjob *j = wk->data;
+	struct tdo_engine *e = j->e;
+	int err = status ? status : j->status;
+
+	seg_refs(e, j, -1);
+	e->reads_inflight--;
+	if (err == -EIO && j->bad_sector) {
+		struct vol *v = eng_vol(e, j->vol);
+		uint64_t s = eng_sector_to_seg(e, j->bad_sector);
+		e->st.read_errors++;
+		tdo_log(TDO_LOG_ERROR, "read",
+		        "volume %s block %llu: checksum mismatch, record at segment %llu offset %llu (device byte %llu)",
+		        v ? v->d.vd_name : "?", (unsigned long long)j->bad_block, (unsigned long long)s,
+		        (unsigned long long)(j->bad_sector * TDO_SECTOR_SIZE - e->sb.sb_seg_start -
+		                             s * e->sb.sb_seg_size),
+		        (unsigned long long)(j->bad_sector * TDO_SECTOR_SIZE));
+	} else if (err) {
+		tdo_log(TDO_LOG_ERROR, "read", "volume %u block %llu: %s", j->vol,
+		        (unsigned long long)j->b0, tdo_strerror(err));
+	}
+	if (!err && j->user)
+		memcpy(j->user, j->bounce + j->user_skip, j->user_len);
+	j->cb(j->arg, err);
+	free(j->bounce);
+	free(j->blk);
+	free(j);
+	eng_maybe_finish_close(e);
+}
+
+static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
+{
+	bool any = false;
+	int err;
+
+	j->e = e;
+	j->vol = v->d.vd_id;
+	j->blk = malloc((size_t)j->n * sizeof *j->blk);
+	if (!j->blk)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < j->n; i++) {
+		j->blk[i].ie = idx_get(&v->idx, j->b0 + i);
+		any |= ie_has_payload(j->blk[i].ie);
+	}
+	(void)any;
+	seg_refs(e, j, +1);
+	e->reads_inflight++;
+	j->work.data = j;
+	err = uv_queue_work(e->loop, &j->work, read_work, read_after);
+	if (err) {
+		seg_refs(e, j, -1);
+		e->reads_inflight--;
+		free(j->blk);
+		return err;
+	}
+	return 0;
+}
+
+int rd_blocks(struct tdo_engine *e, struct vol *v, uint64_t b0, uint32_t n,
+              uint8_t *dst, tdo_done_cb cb, void *arg)
+{
+	struct rjob *j = calloc(1, sizeof *j);
+	int err;
+
+	if (!j)
+		return -ENOMEM;
+	j->b0 = b0;
+	j->n = n;
+	j->dst = dst;
+	j->cb = cb;
+	j->arg = arg;
+	err = dispatch(e, v, j);
+	if (err)
+		free(j);
+	return err;
+}
+
+int tdo_engine_read(struct tdo_engine *e, uint32_t vol, uint64_t off,
+                    uint32_t len, void *buf, tdo_done_cb cb, void *arg)
+{
+	struct vol *v;
+	struct rjob *j;
+	int err;
+
+	if (e->closing)
+		return -ESHUTDOWN;
+	if (!(v = eng_vol(e, vol)))
+		return TDO_ENOVOL;
+	if (!buf || len == 0 || off % TDO_SECTOR_SIZE || len % TDO_SECTOR_SIZE ||
+	    off + len < off || off + len > v->d.vd_size)
+		return -EINVAL;
+	j = calloc(1, sizeof *j);
+	if (!j)
+		return -ENOMEM;
+	j->b0 = off / TDO_BLOCK_SIZE;
+	j->n = (uint32_t)((off + len + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE - j->b0);
+	j->cb = cb;
+	j->arg = arg;
+	if (off % TDO_BLOCK_SIZE == 0 && len % TDO_BLOCK_SIZE == 0 &&
+	    ((uintptr_t)buf % TDO_BLOCK_SIZE == 0 || !e->dev.direct)) {
+		j->dst = buf;
+	} else {
+		j->bounce = dev_alloc((size_t)j->n * TDO_BLOCK_SIZE);
+		if (!j->bounce) {
+			free(j);
+			return -ENOMEM;
+		}
+		j->dst = j->bounce;
+		j->user = buf;
+		j->user_skip = (uint32_t)(off - j->b0 * TDO_BLOCK_SIZE);
+		j->user_len = len;
+	}
+	err = dispatch(e, v, j);
+	if (err) {
+		free(j->bounce);
+		free(j);
+	}
+	return err;
+}
+
+int tdo_engine_map(struct tdo_engine *e, uint32_t vol, uint64_t off,
+                   uint64_t len, tdo_map_fn fn, void *arg)
+{
+	struct vol *v = eng_vol(e, vol);
+	uint64_t end, b, run_start;
+	unsigned run_state = 0;
+	bool have = false;
+	int r;
+
+	if (!v)
+		return TDO_ENOVOL;
+	if (len == 0 || off + len < off || off + len > v->d.vd_size)
+		return -EINVAL;
+	end = off + len;
+	run_start = off;
+	for (b = off / TDO_BLOCK_SIZE; b * TDO_BLOCK_SIZE < end;) {
+		struct idx_chunk *c = v->idx.chunks[b >> IDX_CHUNK_SHIFT];
+		unsigned st;
+		uint64_t next;
+
+		if (!c) {
+			st = TDO_MAP_HOLE | TDO_MAP_ZERO;
+			next = ((b >> IDX_CHUNK_SHIFT) + 1) << IDX_CHUNK_SHIFT;
+		} else {
+			int k = ie_kind(c->e[b & (IDX_CHUNK - 1)]);
+			st = k == TDO_IE_HOLE ? (TDO_MAP_HOLE | TDO_MAP_ZERO) : k == TDO_IE_ZERO ? TDO_MAP_ZERO : 0;
+			next = b + 1;
+		}
+		if (have && st != run_state) {
+			uint64_t at = b * TDO_BLOCK_SIZE;
+			if ((r = fn(arg, run_start, at - run_start, run_state)))
+				return r;
+			run_start = at;
+		}
+		run_state = st;
+		have = true;
+		b = next;
+	}
+	return fn(arg, run_start, end - run_start, run_state);
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: shared helpers. The logger writes whole lines with one write()
+ * so lines from worker threads never interleave.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "testudo/engine.h"
+#include "testudo/util.h"
+
+static int log_level = TDO_LOG_INFO;
+
+void tdo_log_set_level(int level) { log_level = level; }
+int tdo_log_get_level(void) { return log_level; }
+
+void tdo_log(int level, const char *component, const char *fmt, ...)
+{
+	static const char *names[] = { "error", "warn", "info", "debug" };
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if (level > log_level)
+		return;
+	n = snprintf(line, sizeof line, "%s %s: ",
+	             names[level < 0 ? 0 : level > 3 ? 3 : level], component);
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof line - 2)
+		n = (int)sizeof line - 2;
+	line[n++] = '\n';
+	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+		/* nowhere left to report it */
+	}
+}
+
+int tdo_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	double v;
+	uint64_t mult = 1;
+
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || !isfinite(v) || v < 0)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	case 't': case 'T': mult = 1ull << 40; end++; break;
+	case 'p': case 'P': mult = 1ull << 50; end++; break;
+	default: break;
+	}
+	if (mult > 1 && *end == 'i')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end)
+		return -EINVAL;
+	v *= (double)mult;
+	if (v >= 18446744073709551615.0)
+		return -EINVAL;
+	if (v != floor(v))
+		return -EINVAL;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+char *tdo_format_size(uint64_t b, char *buf, size_t len)
+{
+	static const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)b;
+	int i = 0;
+
+	while (v >= 1024 && i < 5) {
+		v /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)b);
+	else
+		snprintf(buf, len, "%.1f %s", v, u[i]);
+	return buf;
+}
+
+uint64_t tdo_csum(const void *p, size_t len)
+{
+	return XXH3_64bits(p, len);
+}
+
+uint64_t tdo_csum_two(const void *a, size_t alen, const void *b, size_t blen)
+{
+	XXH3_state_t st;
+
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, a, alen);
+	XXH3_64bits_update(&st, b, blen);
+	return XXH3_64bits_digest(&st);
+}
+
+uint64_t tdo_now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const char *tdo_strerror(int err)
+{
+	switch (err) {
+	case 0: return "success";
+	case TDO_EFORMAT: return "not a Testudo device, or an unsupported format version";
+	case TDO_EDAMAGED: return "device damaged: no valid superblock or checkpoint";
+	case TDO_EPOISON: return "engine stopped after a failed device write or sync";
+	case TDO_EEXISTS: return "device already holds a Testudo format (use --force to overwrite)";
+	case TDO_ELOCKED: return "device is in use by another process (a running testudod?)";
+	case TDO_ENOVOL: return "no such volume";
+	case TDO_EVOLEXIST: return "a volume of that name already exists";
+	case TDO_ENOSPACE: return "not enough space on the device for that volume size";
+	default:
+		if (err < 0 && err > -4000)
+			return strerror(-err);
+		return "unknown error";
+	}
+}
