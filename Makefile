@@ -9,12 +9,12 @@ PREFIX  ?= /usr/local
 
 WARN    := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
+override CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
 LDLIBS  := -luv -llz4 -lxxhash -lpmem -lpthread -lm
 
 ifneq ($(SANITIZER),)
-CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=$(SANITIZER)
+override CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+override LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
 STORAGE_SRC := $(wildcard storage/*.c)

@@ -48,7 +48,7 @@ int cln_pick_victim(struct tdo_engine *e)
 		if (u > 0.97)
 			continue;
 		age = (double)(e->next_seq - s->age) + 1;
-		score = (1 - u) * age / (1 + u);
+		score = e->opts.cleaner == TDO_CLEAN_GREEDY ? 1 - u : (1 - u) * age / (1 + u);
 		if (score > best) {
 			best = score;
 			victim = (int)i;

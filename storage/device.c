@@ -36,7 +36,7 @@ struct fi_undo {
 	uint64_t off;
 	size_t len;
 	uint64_t gen;
-	uint8_t old[];
+	uint8_t *old;               /* 4 KiB aligned: the fd may be O_DIRECT */
 };
 
 void *dev_alloc(size_t len)
@@ -96,6 +96,8 @@ static void fi_init(struct dev *d)
 	s = getenv("TDO_FAULT_EIO_WRITE");
 	if (s && *s)
 		d->fi_eio_at = strtol(s, NULL, 10);
+	s = getenv("TDO_FAULT_SKIP_SYNC");
+	d->fi_skip_sync = s && *s == '1';
 }
 
 /* The power goes out: each 4 KiB page of each write not yet durable
@@ -139,7 +141,11 @@ static int fi_before_write(struct dev *d, uint64_t off, size_t len)
 	if (d->fi_eio_at && d->fi_ops == d->fi_eio_at)
 		err = -EIO;
 	if (d->fi_cut_at && !err) {
-		u = malloc(sizeof *u + len);
+		u = malloc(sizeof *u);
+		if (u && !(u->old = dev_alloc(len))) {
+			free(u);
+			u = NULL;
+		}
 		if (u) {
 			u->off = off;
 			u->len = len;
@@ -184,6 +190,7 @@ static void fi_sync_end(struct dev *d, uint64_t gen)
 	for (pp = &d->fi_undo; (u = *pp);) {
 		if (u->gen <= gen) {
 			*pp = u->next;
+			free(u->old);
 			free(u);
 		} else
 			pp = &u->next;
@@ -290,6 +297,7 @@ void dev_close(struct dev *d)
 	d->fd = -1;
 	while ((u = d->fi_undo)) {
 		d->fi_undo = u->next;
+		free(u->old);
 		free(u);
 	}
 	pthread_mutex_destroy(&d->fi_lock);
@@ -351,6 +359,9 @@ int dev_sync(struct dev *d)
 {
 	uint64_t gen = fi_sync_begin(d);
 	int err = 0;
+
+	if (d->fi_skip_sync)
+		return 0; /* broken on purpose: nothing became durable */
 
 	if (d->pmem) {
 		if (d->pmem_is_pmem)

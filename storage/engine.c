@@ -219,8 +219,8 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 		goto fail_close;
 	}
 	e->reserve = 2 + e->sb.sb_seg_count / 128;
-	e->clean_low = e->reserve + 2 + e->sb.sb_seg_count / 32;
-	e->clean_high = e->clean_low + 2 + e->sb.sb_seg_count / 32;
+	e->clean_low = e->reserve + 2 + e->sb.sb_seg_count / 256;
+	e->clean_high = e->clean_low + 2 + e->sb.sb_seg_count / 128;
 
 	err = ckpt_load(e, &seq, &seg, &off);
 	if (err)

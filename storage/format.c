@@ -3,7 +3,7 @@
  * DESIGN: laying out a new device and finding the superblock of an
  * existing one. Format computes the layout (superblocks, two checkpoint
  * areas sized for the worst-case index, segments), writes an empty
- * checkpoint into area A and then both superblock copies, each made
+ * checkpoint (seq 1, so area B) and then both superblock copies, each made
  * durable before the next, so a format cut short is never mistaken for a
  * device.
  */

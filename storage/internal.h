@@ -44,6 +44,7 @@ static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a
  *                                random part of every write not yet made
  *                                durable, then _exit(99)
  *   TDO_FAULT_EIO_WRITE=N        the Nth write fails with EIO
+ *   TDO_FAULT_SKIP_SYNC=1        sync does nothing (tests of the tests)
  */
 struct dev {
 	int fd;
@@ -57,6 +58,7 @@ struct dev {
 	/* fault injection */
 	pthread_mutex_t fi_lock;
 	long fi_cut_at, fi_ops, fi_eio_at;
+	int fi_skip_sync;
 	unsigned fi_seed;
 	struct fi_undo *fi_undo;    /* writes not yet durable, newest first */
 	uint64_t fi_gen;
@@ -221,6 +223,7 @@ struct tdo_engine {
 	uint32_t seg_free;          /* count of SEG_FREE */
 	uint32_t head_seg;          /* open segment */
 	uint32_t head_off;          /* next batch's offset in it */
+	bool head_for_cleaner;      /* head came from the reserve: copies only */
 	uint64_t next_seq;          /* next batch's seq */
 	/* the log position the index reflects (end of the newest applied batch) */
 	uint32_t applied_seg, applied_off;

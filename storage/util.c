@@ -4,7 +4,6 @@
  * so lines from worker threads never interleave.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,36 +45,56 @@ void tdo_log(int level, const char *component, const char *fmt, ...)
 
 int tdo_parse_size(const char *s, uint64_t *out)
 {
-	char *end;
-	double v;
-	uint64_t mult = 1;
+	uint64_t ip = 0, frac = 0, fscale = 1, mult = 1, v;
+	const char *p = s;
+	int nd = 0;
 
-	if (!s || !*s || *s == '-' || *s == '+')
+	if (!s)
 		return -EINVAL;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || !isfinite(v) || v < 0)
+	for (; *p >= '0' && *p <= '9'; p++, nd++) {
+		uint64_t d = (uint64_t)(*p - '0');
+		if (ip > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		ip = ip * 10 + d;
+	}
+	if (*p == '.') {
+		p++;
+		for (; *p >= '0' && *p <= '9'; p++, nd++) {
+			if (fscale > UINT64_MAX / 100)
+				return -EINVAL;
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			fscale *= 10;
+		}
+	}
+	if (nd == 0)
 		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	case 't': case 'T': mult = 1ull << 40; end++; break;
-	case 'p': case 'P': mult = 1ull << 50; end++; break;
+	switch (*p) {
+	case 'k': case 'K': mult = 1ull << 10; p++; break;
+	case 'm': case 'M': mult = 1ull << 20; p++; break;
+	case 'g': case 'G': mult = 1ull << 30; p++; break;
+	case 't': case 'T': mult = 1ull << 40; p++; break;
+	case 'p': case 'P': mult = 1ull << 50; p++; break;
 	default: break;
 	}
-	if (mult > 1 && *end == 'i')
-		end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end)
+	if (mult > 1 && p[0] == 'i' && p[1] == 'B')
+		p += 2;
+	else if (*p == 'B' || *p == 'b')
+		p++;
+	if (*p)
 		return -EINVAL;
-	v *= (double)mult;
-	if (v >= 18446744073709551615.0)
+	if (ip > UINT64_MAX / mult)
 		return -EINVAL;
-	if (v != floor(v))
-		return -EINVAL;
-	*out = (uint64_t)v;
+	v = ip * mult;
+	if (frac) {
+		/* the fraction must come to whole bytes */
+		unsigned __int128 f = (unsigned __int128)frac * mult;
+		if (f % fscale)
+			return -EINVAL;
+		if (v + (uint64_t)(f / fscale) < v)
+			return -EINVAL;
+		v += (uint64_t)(f / fscale);
+	}
+	*out = v;
 	return 0;
 }
 

@@ -472,23 +472,31 @@ static void batch_after(uv_work_t *wk, int status)
 		e->applied_off = b->off + b->len;
 		e->applied_seq = b->seq + 1;
 	}
-	for (uint32_t i = 0; i < b->n; i++) {
-		struct bitem *it = &b->items[i];
-		struct wreq *w = it->w;
+	/* first the whole batch into the index, then the callbacks: a
+	 * callback may start a checkpoint, whose snapshot must see every
+	 * record up to e->applied_* and none after */
+	for (uint32_t i = 0; i < b->n && !err; i++) {
+		struct wreq *w = b->items[i].w;
+		uint64_t sector;
+		int r;
 
-		if (!err && rh[i].rec_type != TDO_REC_VOL_CREATE && rh[i].rec_type != TDO_REC_VOL_RESIZE &&
-		    rh[i].rec_type != TDO_REC_VOL_DELETE) {
-			uint64_t sector = (e->sb.sb_seg_start + (uint64_t)b->seg * e->sb.sb_seg_size + b->off +
-			                   rh[i].rec_poff) / TDO_SECTOR_SIZE;
-			int r = rcv_apply(e, &rh[i], NULL, sector, false,
-			                  w->kind == WR_RELOC ? w->old_sector : UINT64_MAX);
-			if (r && !w->status)
-				w->status = r;
-			if (w->kind == WR_RELOC)
-				e->st.clean_bytes += rh[i].rec_plen;
-			else if (rh[i].rec_type == TDO_REC_DATA)
-				e->st.user_bytes += TDO_BLOCK_SIZE;
-		}
+		if (rh[i].rec_type == TDO_REC_VOL_CREATE || rh[i].rec_type == TDO_REC_VOL_RESIZE ||
+		    rh[i].rec_type == TDO_REC_VOL_DELETE)
+			continue;
+		sector = (e->sb.sb_seg_start + (uint64_t)b->seg * e->sb.sb_seg_size + b->off +
+		          rh[i].rec_poff) / TDO_SECTOR_SIZE;
+		r = rcv_apply(e, &rh[i], NULL, sector, false,
+		              w->kind == WR_RELOC ? w->old_sector : UINT64_MAX);
+		if (r && !w->status)
+			w->status = r;
+		if (w->kind == WR_RELOC)
+			e->st.clean_bytes += rh[i].rec_plen;
+		else if (rh[i].rec_type == TDO_REC_DATA)
+			e->st.user_bytes += TDO_BLOCK_SIZE;
+	}
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct wreq *w = b->items[i].w;
+
 		if (err && !w->status)
 			w->status = -EIO;
 		w->parts--;
@@ -524,7 +532,20 @@ static bool new_head(struct tdo_engine *e, bool client)
 	e->seg_free--;
 	e->head_seg = i;
 	e->head_off = 0;
+	/* a segment taken from the reserve carries cleaner copies only */
+	e->head_for_cleaner = !client && e->seg_free < e->reserve;
 	return true;
+}
+
+/* Segments that only wait for a checkpoint to become free. */
+static uint32_t reclaimable(struct tdo_engine *e)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++)
+		if (e->segs[i].state == SEG_SEALED && e->segs[i].live == 0 && !e->segs[i].cleaning)
+			n++;
+	return n;
 }
 
 static void fail_pending(struct tdo_engine *e, struct list *q)
@@ -540,6 +561,19 @@ static void fail_pending(struct tdo_engine *e, struct list *q)
 	}
 }
 
+/* Every batch before this one is applied, so the index tells whether the
+ * version a copy carries is still the newest. */
+static bool reloc_still_live(struct tdo_engine *e, struct wreq *w)
+{
+	struct vol *v = eng_vol(e, w->rh.rec_vol);
+	struct tdo_ie ie;
+
+	if (!v || w->rh.rec_block >= v->idx.nblocks)
+		return false;
+	ie = idx_get(&v->idx, w->rh.rec_block);
+	return ie_has_payload(ie) && ie_sector(ie) == w->old_sector && ie_lsn(ie) == w->rh.rec_lsn;
+}
+
 /* Fill B from queue Q while it fits in ROOM bytes. */
 static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t room)
 {
@@ -548,6 +582,15 @@ static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t
 		struct bitem it;
 		uint32_t raw, small;
 
+		if (w->kind == WR_RELOC && !reloc_still_live(e, w)) {
+			/* superseded since the cleaner read it: copying it now would
+			 * put an old version after the newer one in the log */
+			list_del(&w->link);
+			w->queued = false;
+			w->meta_done = true;
+			complete(e, w);
+			continue;
+		}
 		if (!next_item(e, w, &it)) {
 			/* nothing left to place (e.g. a zero-length op) */
 			list_del(&w->link);
@@ -609,7 +652,8 @@ void wr_schedule(struct tdo_engine *e)
 		if (room > max)
 			room = max;
 		fill(e, b, &e->pending_reloc, room);
-		fill(e, b, &e->pending, room);
+		if (!e->head_for_cleaner)
+			fill(e, b, &e->pending, room);
 		if (b->n)
 			break;
 		/* nothing fitted: open a new segment (clients may not use the
@@ -620,7 +664,10 @@ void wr_schedule(struct tdo_engine *e)
 	if (!b->n) {
 		free(b->items);
 		free(b);
-		/* out of segments for clients: the cleaner must run */
+		/* out of segments: empty ones need a checkpoint to become free,
+		 * and the cleaner must make more */
+		if (reclaimable(e))
+			ckpt_request(e, NULL, NULL);
 		cln_maybe_start(e);
 		return;
 	}

@@ -318,6 +318,10 @@ static int cmd_transfer(struct session *s, const char *name, const char *file, b
 			close(x.fd);
 			return die("%s: %s", file, strerror(errno));
 		}
+		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+			close(x.fd);
+			return die("%s: import needs a regular file or block device (it reads at offsets)", file);
+		}
 		x.size = (uint64_t)st.st_size;
 		if (x.size > vi.size) {
 			close(x.fd);
@@ -488,8 +492,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else {
-			die("unknown option '%s'", argv[i]);
-			usage(stderr);
+			die("unknown option '%s' (see testudo --help)", argv[i]);
 			return 2;
 		}
 	}
@@ -515,7 +518,6 @@ int main(int argc, char **argv)
 			return die("%s: %s", path, tdo_strerror(r)) + 1;
 		return r;
 	}
-	die("unknown command '%s'", argv[i]);
-	usage(stderr);
+	die("unknown command '%s' (see testudo --help)", argv[i]);
 	return 2;
 }

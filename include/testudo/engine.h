@@ -47,7 +47,9 @@ int tdo_format(const char *path, const struct tdo_format_opts *opts);
 struct tdo_open_opts {
 	uint64_t ckpt_every;    /* bytes of log between checkpoints; 0 = 64 MiB */
 	int no_cleaner;         /* tests: never clean (device may fill) */
+	int cleaner;            /* victim policy: TDO_CLEAN_COST_BENEFIT (default) or _GREEDY */
 };
+enum { TDO_CLEAN_COST_BENEFIT = 0, TDO_CLEAN_GREEDY = 1 };
 
 /*
  * Open the device at PATH and recover it: load the newest checkpoint,

@@ -133,7 +133,7 @@ struct tdo_rec_hdr {
 };
 _Static_assert(sizeof(struct tdo_rec_hdr) == 64, "record header size");
 
-#define TDO_BATCH_MAX_REC 4095u /* bounds a header area to 64 KiB */
+#define TDO_BATCH_MAX_REC 4095u /* bounds a header area to 256 KiB */
 
 /* Volume descriptor: payload of VOL_CREATE/VOL_RESIZE and checkpoint body. */
 enum tdo_vol_flags {

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs every test once against the binaries in $BUILD (default build/).
+# Each test is a command; its name, result and time are printed, and the
+# run ends with "N passed, N failed". Non-zero exit if any failed.
+set -u
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export BUILD
+CRASH_ITERATIONS=${CRASH_ITERATIONS:-25}
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/testudo-test.XXXXXX")
+LOG=$SCRATCH/log
+passed=0 failed=0 skipped=0
+failed_names=()
+trap 'rm -rf "$SCRATCH"' EXIT
+
+# sanitizer reports fail the run: abort on the first one
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
+run() {
+	local name=$1; shift
+	local t0=$SECONDS
+	if "$@" >"$LOG" 2>&1; then
+		passed=$((passed + 1))
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli):|PASSED' "$LOG" | tail -1)"
+	else
+		failed=$((failed + 1))
+		failed_names+=("$name")
+		printf 'FAIL %-36s %4ss\n' "$name" $((SECONDS - t0))
+		tail -n 30 "$LOG" | sed 's/^/    /'
+	fi
+}
+
+# a test that must FAIL: the witness catches a broken engine
+run_expect_fail() {
+	local name=$1; shift
+	local t0=$SECONDS
+	if "$@" >"$LOG" 2>&1; then
+		failed=$((failed + 1))
+		failed_names+=("$name")
+		printf 'FAIL %-36s %4ss  (passed, but must detect the loss)\n' "$name" $((SECONDS - t0))
+	else
+		passed=$((passed + 1))
+		printf 'PASS %-36s %4ss  (loss detected, as it must be)\n' "$name" $((SECONDS - t0))
+	fi
+}
+
+skip() {
+	skipped=$((skipped + 1))
+	printf 'SKIP %-36s       %s\n' "$1" "$2"
+}
+
+echo "== unit tests ($BUILD)"
+for t in "$BUILD"/tests/unit/*; do
+	[ -x "$t" ] || continue
+	run "unit/$(basename "$t")" env TMPDIR="$SCRATCH" "$t"
+done
+
+echo "== command line"
+run "cli" tests/cli.sh "$SCRATCH/cli"
+
+T=$BUILD/tests/torture
+echo "== engine, file backend"
+run "crash ($CRASH_ITERATIONS x SIGKILL)" "$T" crash --dev "$SCRATCH/crash.img" --iterations "$CRASH_ITERATIONS"
+run "powercut ($CRASH_ITERATIONS cuts)" "$T" powercut --dev "$SCRATCH/cut.img" --iterations "$CRASH_ITERATIONS"
+run_expect_fail "powercut, sync disabled" env TDO_FAULT_SKIP_SYNC=1 "$T" powercut --dev "$SCRATCH/broken.img" --iterations 3
+run "corruption" "$T" corrupt --dev "$SCRATCH/corrupt.img"
+run "cleaner (80%, 5x overwrite)" "$T" cleaner --dev "$SCRATCH/clean.img" --util 80 --overwrite 5
+rm -f "$SCRATCH"/*.img
+
+echo "== engine, pmem backend (PMEM_IS_PMEM_FORCE=1)"
+export PMEM_IS_PMEM_FORCE=1
+run "pmem crash (10 x SIGKILL)" "$T" crash --backend pmem --dev "$SCRATCH/pcrash.img" --iterations 10
+run "pmem powercut (10 cuts)" "$T" powercut --backend pmem --dev "$SCRATCH/pcut.img" --iterations 10
+run "pmem corruption" "$T" corrupt --backend pmem --dev "$SCRATCH/pcorrupt.img"
+run "pmem cleaner (80%, 2x overwrite)" "$T" cleaner --backend pmem --dev "$SCRATCH/pclean.img" --util 80 --overwrite 2
+unset PMEM_IS_PMEM_FORCE
+rm -f "$SCRATCH"/*.img
+
+echo "== engine, loop block device"
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null && [ -e /dev/loop-control ]; then
+	truncate -s 160M "$SCRATCH/loop.img"
+	if LOOPDEV=$(losetup --find --show "$SCRATCH/loop.img" 2>"$LOG"); then
+		run "loop crash (5 x SIGKILL)" "$T" crash --dev "$LOOPDEV" --iterations 5
+		run "loop powercut (5 cuts)" "$T" powercut --dev "$LOOPDEV" --iterations 5
+		run "loop corruption" "$T" corrupt --dev "$LOOPDEV"
+		losetup -d "$LOOPDEV"
+	else
+		skip "loop device" "losetup failed: $(cat "$LOG")"
+	fi
+else
+	skip "loop device" "needs root, losetup and /dev/loop-control"
+fi
+
+echo
+if [ "$failed" -gt 0 ]; then
+	echo "failed: ${failed_names[*]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

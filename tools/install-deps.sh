@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Installs the Debian packages Testudo builds and tests with, only those
+# missing. Runs as root (or through sudo when it is there).
+set -eu
+PKGS=(
+	build-essential clang pkg-config        # compilers (gcc and clang)
+	libuv1-dev liblz4-dev libxxhash-dev     # engine libraries
+	libpmem-dev libcmocka-dev
+	fio                                     # bench/engine compares against it
+	util-linux python3                      # losetup, flock; JSON checks in tests
+)
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "deps: all ${#PKGS[@]} packages present"
+	exit 0
+fi
+SUDO=
+[ "$(id -u)" = 0 ] || SUDO=sudo
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps: done"
