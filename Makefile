@@ -30,7 +30,7 @@ BENCHPROG_BIN := $(BENCHPROG_SRC:bench/prog/%.c=$(BUILD)/bench/%)
 
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 
-.PHONY: all check unit integration check-one deps install clean crash-test bench-engine
+.PHONY: all check check-one deps install clean crash-test bench-engine demo
 all: $(BUILD)/testudo $(TESTPROG_BIN) $(BENCHPROG_BIN)
 
 $(BUILD)/%.o: %.c
@@ -62,11 +62,15 @@ check-one: all $(UNIT_BIN)
 
 # The whole suite, plain and then under the sanitizers.
 check:
+	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory CC=clang BUILD=build/clang all >/dev/null && echo "clang build: warning-free"; fi
 	$(MAKE) check-one
 	$(MAKE) check-one SANITIZER=address,undefined BUILD=build/asan CFLAGS="-O1 -g"
 
 crash-test: all
-	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash.sh
+	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash-test.sh
+
+demo: all
+	BUILD=$(BUILD) tools/demo.sh
 
 bench-engine: all
 	BUILD=$(BUILD) bench/engine

@@ -741,6 +741,8 @@ static int run_cleaner(int util_pct, int overwrite)
 	}
 	free(cur);
 	free(c.shadow);
+	for (int i = 0; i < 32; i++)
+		free(c.s[i].buf);
 	return failures ? 1 : 0;
 }
 
