@@ -8,7 +8,9 @@
  *
  * Only when that sync succeeded do segments that were empty at the snapshot
  * become free: before it, the older checkpoint (or its replay path) may
- * still refer to them.
+ * still refer to them. (A segment written entirely before the durable
+ * checkpoint's replay start is freed as soon as it is empty, without a new
+ * checkpoint: see eng_try_free.)
  *
  * Must never: overwrite the area holding the newest valid checkpoint, or
  * free a segment before the checkpoint that forgot it is durable.
@@ -32,6 +34,7 @@ struct ckpt_job {
 	size_t len;
 	uint64_t off;
 	uint64_t seq;
+	uint64_t log_seq;           /* the snapshot's replay start */
 	int status;
 	uint32_t *freeing;          /* segments to free once durable */
 	uint32_t nfreeing;
@@ -166,6 +169,7 @@ int ckpt_write_sync(struct tdo_engine *e)
 	if (err)
 		return err;
 	e->ckpt_seq++;
+	e->ckpt_log_seq = e->applied_seq;
 	e->st.ckpt_count++;
 	e->st.ckpt_seq = e->ckpt_seq;
 	e->log_since_ckpt = 0;
@@ -194,6 +198,7 @@ static void ckpt_after(uv_work_t *w, int status)
 			e->segs[j->freeing[i]].state = SEG_SEALED;
 	} else {
 		e->ckpt_seq = j->seq;
+		e->ckpt_log_seq = j->log_seq;
 		e->st.ckpt_count++;
 		e->st.ckpt_seq = j->seq;
 		for (uint32_t i = 0; i < j->nfreeing; i++) {
@@ -255,6 +260,7 @@ static void ckpt_start(struct tdo_engine *e)
 	err = ckpt_build(e, j->seq, &j->buf, &j->len);
 	if (err)
 		goto fail;
+	j->log_seq = e->applied_seq;
 	j->freeing = calloc(e->sb.sb_seg_count, sizeof *j->freeing);
 	if (!j->freeing) {
 		err = -ENOMEM;
@@ -386,6 +392,7 @@ int ckpt_load(struct tdo_engine *e, uint64_t *log_seq, uint32_t *log_seg, uint32
 	ce = (const void *)(cs + h[best].ck_nsegs);
 
 	e->ckpt_seq = h[best].ck_seq;
+	e->ckpt_log_seq = h[best].ck_log_seq;
 	e->next_vol_id = h[best].ck_next_vol_id;
 	e->st.user_bytes = h[best].ck_user_bytes;
 	e->st.log_bytes = h[best].ck_log_bytes;

@@ -245,6 +245,7 @@ struct tdo_engine {
 	/* checkpoints */
 	struct ckpt_job *ckpt;      /* in flight */
 	uint64_t ckpt_seq;
+	uint64_t ckpt_log_seq;      /* replay start of the newest durable checkpoint */
 	bool ckpt_wanted;
 	struct list ckpt_waiters;
 
@@ -273,6 +274,8 @@ void eng_account(struct tdo_engine *e, struct vol *v, struct tdo_ie old, struct 
 uint64_t eng_sector_to_seg(struct tdo_engine *e, uint64_t sector);
 uint64_t eng_capacity(const struct tdo_sb *sb);
 void eng_maybe_finish_close(struct tdo_engine *e);
+/* Free segment S now if nothing durable can still need it. */
+bool eng_try_free(struct tdo_engine *e, uint32_t s);
 
 /* ---- volume.c --------------------------------------------------------- */
 

@@ -117,6 +117,8 @@ static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
 			e->segs[s].free_when_idle = false;
 			e->segs[s].state = SEG_FREE;
 			e->seg_free++;
+		} else if (e->segs[s].readers == 0) {
+			eng_try_free(e, (uint32_t)s);
 		}
 	}
 }

@@ -295,6 +295,11 @@ int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
 			                UINT64_MAX);
 			if (err)
 				break;
+			/* the lifetime counters, as the write path keeps them */
+			if (r[i].rec_type == TDO_REC_DATA && (r[i].rec_flags & TDO_RECF_RELOC))
+				e->st.clean_bytes += r[i].rec_plen;
+			else if (r[i].rec_type == TDO_REC_DATA)
+				e->st.user_bytes += TDO_BLOCK_SIZE;
 		}
 		free(copy);
 		if (err)
