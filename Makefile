@@ -19,6 +19,8 @@ endif
 
 STORAGE_SRC := $(wildcard storage/*.c)
 STORAGE_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/%.o)
+SERVER_SRC  := $(wildcard server/*.c)
+SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TOOLS_SRC   := $(wildcard tools/*.c)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC    := $(wildcard tests/unit/*.c)
@@ -31,7 +33,7 @@ BENCHPROG_BIN := $(BENCHPROG_SRC:bench/prog/%.c=$(BUILD)/bench/%)
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 
 .PHONY: all check check-one deps install clean crash-test bench-engine demo
-all: $(BUILD)/testudo $(TESTPROG_BIN) $(BENCHPROG_BIN)
+all: $(BUILD)/testudo $(BUILD)/testudod $(TESTPROG_BIN) $(BENCHPROG_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -42,7 +44,12 @@ $(LIBSTORAGE): $(STORAGE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/testudo: $(TOOLS_OBJ) $(LIBSTORAGE)
-	$(CC) $(LDFLAGS) -o $@ $(TOOLS_OBJ) $(LIBSTORAGE) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(TOOLS_OBJ) $(LIBSTORAGE) $(LDLIBS) -ljansson
+
+# jansson parses the admin API's JSON bodies (daemon and CLI): a small,
+# well-kept Debian library beats a hand-written JSON parser on untrusted input.
+$(BUILD)/testudod: $(SERVER_OBJ) $(LIBSTORAGE)
+	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBSTORAGE) $(LDLIBS) -ljansson
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
@@ -81,6 +88,7 @@ deps:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/testudo $(DESTDIR)$(PREFIX)/bin/testudo
+	install -m 0755 $(BUILD)/testudod $(DESTDIR)$(PREFIX)/bin/testudod
 
 clean:
 	rm -rf build

@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli):|PASSED' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin):|PASSED' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -59,6 +59,14 @@ done
 
 echo "== command line"
 run "cli" tests/cli.sh "$SCRATCH/cli"
+
+echo "== testudod"
+run "nbd interop, protocol, restart" tests/nbd.sh "$SCRATCH/nbd"
+rm -rf "$SCRATCH/nbd"
+if [ -x tests/admin.sh ]; then
+	run "admin API and online CLI" tests/admin.sh "$SCRATCH/admin"
+	rm -rf "$SCRATCH/admin"
+fi
 
 T=$BUILD/tests/torture
 echo "== engine, file backend"

@@ -6,9 +6,11 @@ set -eu
 PKGS=(
 	build-essential clang pkg-config        # compilers (gcc and clang)
 	libuv1-dev liblz4-dev libxxhash-dev     # engine libraries
-	libpmem-dev libcmocka-dev
+	libpmem-dev libcmocka-dev libjansson-dev
+	libnbd-bin python3-libnbd qemu-utils     # NBD interop tests: nbdinfo, nbdcopy, nbdsh, qemu-img, qemu-io
+	nbdkit nbd-server nbd-client            # peers for the benchmark
 	fio                                     # bench/engine compares against it
-	util-linux python3                      # losetup, flock; JSON checks in tests
+	util-linux python3 curl                 # losetup, flock; JSON checks and the admin API in tests
 )
 missing=()
 for p in "${PKGS[@]}"; do

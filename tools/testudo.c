@@ -1,7 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * testudo: the command line. This version has the offline commands, which
- * open a device directly (and so refuse one a daemon holds):
+ * testudo: the command line. Online, it talks to a running testudod over
+ * its admin HTTP API (default 127.0.0.1:10810):
+ *
+ *   testudo [--admin HOST:PORT] volume create NAME SIZE [--compress lz4] [--json]
+ *   testudo [--admin HOST:PORT] volume list [--json]
+ *   testudo [--admin HOST:PORT] volume resize NAME SIZE [--json]
+ *   testudo [--admin HOST:PORT] volume delete NAME [--json]
+ *   testudo [--admin HOST:PORT] status [--json]
+ *
+ * The offline commands open a device directly (and so refuse one a daemon
+ * holds):
  *
  *   testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force]
  *   testudo --device PATH volume create NAME SIZE [--compress lz4]
@@ -18,13 +27,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "testudo/engine.h"
 #include "testudo/util.h"
@@ -38,6 +54,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage:\n"
+	        "online, with a running testudod (--admin default 127.0.0.1:10810):\n"
+	        "  testudo [--admin HOST:PORT] volume create NAME SIZE [--compress lz4] [--json]\n"
+	        "  testudo [--admin HOST:PORT] volume list [--json]\n"
+	        "  testudo [--admin HOST:PORT] volume resize NAME SIZE [--json]\n"
+	        "  testudo [--admin HOST:PORT] volume delete NAME [--json]\n"
+	        "  testudo [--admin HOST:PORT] status [--json]\n"
+	        "offline, on a device no daemon holds:\n"
 	        "  testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force]\n"
 	        "  testudo --device PATH volume create NAME SIZE [--compress lz4]\n"
 	        "  testudo --device PATH volume list [--json]\n"
@@ -368,8 +391,6 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 	bool json = false;
 	int rc = 0, err;
 
-	if (!dev)
-		return die("volume commands need --device PATH (this version has no daemon to talk to)");
 	if (argc < 1)
 		return die("volume: which command? (create, list, resize, delete, import, export)");
 	sub = argv[0];
@@ -475,15 +496,481 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 	return rc;
 }
 
+/* ---- online: the daemon's admin API ------------------------------------- */
+
+#define ADMIN_DEFAULT        "127.0.0.1:10810"
+#define ADMIN_CONNECT_MS     5000
+#define ADMIN_IO_SECONDS     60
+#define ADMIN_MAX_REPLY      (64u << 20)
+
+struct admin_addr {
+	const char *text;           /* as given, for messages */
+	char host[256];
+	char port[8];
+};
+
+/* "HOST:PORT", "[v6]:PORT" or ":PORT" (host 127.0.0.1). */
+static int parse_admin(const char *s, struct admin_addr *a)
+{
+	const char *colon, *h = s;
+	size_t hl;
+	char *end;
+	long port;
+
+	a->text = s;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		h = s + 1;
+		hl = (size_t)(rb - h);
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+	}
+	if (hl >= sizeof a->host)
+		return -EINVAL;
+	memcpy(a->host, h, hl);
+	a->host[hl] = 0;
+	if (!a->host[0])
+		strcpy(a->host, "127.0.0.1");
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || port <= 0 || port > 65535)
+		return -EINVAL;
+	snprintf(a->port, sizeof a->port, "%ld", port);
+	return 0;
+}
+
+/* A connected, blocking socket to the daemon, or -1 after a one-line error. */
+static int admin_connect(const struct admin_addr *a)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
+	int fd = -1, last = ECONNREFUSED, err;
+
+	err = getaddrinfo(a->host, a->port, &hints, &res);
+	if (err) {
+		die("cannot reach testudod at %s: %s", a->text, gai_strerror(err));
+		return -1;
+	}
+	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+		struct timeval tv = { .tv_sec = ADMIN_IO_SECONDS };
+		int soerr = 0;
+		socklen_t sl = sizeof soerr;
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+		if (fd < 0) {
+			last = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			int r;
+			if (errno != EINPROGRESS) {
+				soerr = errno;
+			} else {
+				do
+					r = poll(&p, 1, ADMIN_CONNECT_MS);
+				while (r < 0 && errno == EINTR);
+				if (r == 0)
+					soerr = ETIMEDOUT;
+				else if (r < 0)
+					soerr = errno;
+				else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+					soerr = errno;
+			}
+		}
+		if (soerr) {
+			last = soerr;
+			close(fd);
+			fd = -1;
+			continue;
+		}
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		die("cannot reach testudod at %s: %s", a->text, strerror(last));
+	return fd;
+}
+
+struct http_reply {
+	int status;
+	char *raw;                  /* the whole reply, NUL-terminated */
+	const char *body;           /* into raw */
+	size_t body_len;
+};
+
+/*
+ * One request, one reply, one connection (Connection: close, read to the
+ * end). BODY may be NULL. Returns 0, or 1 after a one-line error.
+ */
+static int http_call(const struct admin_addr *a, const char *method, const char *path,
+                     const char *body, struct http_reply *r)
+{
+	char head[1024], hostport[300];
+	size_t blen = body ? strlen(body) : 0, len = 0, cap = 0;
+	const char *hend, *p;
+	int fd, n;
+
+	memset(r, 0, sizeof *r);
+	if (strchr(a->host, ':'))
+		snprintf(hostport, sizeof hostport, "[%s]:%s", a->host, a->port);
+	else
+		snprintf(hostport, sizeof hostport, "%s:%s", a->host, a->port);
+	if (body)
+		n = snprintf(head, sizeof head,
+		             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: testudo\r\nAccept: application/json\r\n"
+		             "Connection: close\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+		             method, path, hostport, blen);
+	else
+		n = snprintf(head, sizeof head,
+		             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: testudo\r\nAccept: application/json\r\n"
+		             "Connection: close\r\n\r\n",
+		             method, path, hostport);
+	if (n < 0 || (size_t)n >= sizeof head)
+		return die("request too long");
+	fd = admin_connect(a);
+	if (fd < 0)
+		return 1;
+	for (int part = 0; part < 2; part++) {
+		const char *q = part ? body : head;
+		size_t left = part ? blen : (size_t)n;
+		while (left > 0) {
+			ssize_t w = send(fd, q, left, MSG_NOSIGNAL);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				int e = errno;
+				close(fd);
+				return die("sending to testudod at %s: %s", a->text, strerror(e));
+			}
+			q += w;
+			left -= (size_t)w;
+		}
+	}
+	for (;;) {
+		ssize_t got;
+		if (cap - len < 4096) {
+			char *np;
+			if (cap >= ADMIN_MAX_REPLY) {
+				close(fd);
+				free(r->raw);
+				return die("the reply from testudod at %s is too large", a->text);
+			}
+			cap = cap ? cap * 2 : 16384;
+			np = realloc(r->raw, cap + 1);
+			if (!np) {
+				close(fd);
+				free(r->raw);
+				return die("out of memory");
+			}
+			r->raw = np;
+		}
+		got = recv(fd, r->raw + len, cap - len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			int e = errno;
+			close(fd);
+			free(r->raw);
+			if (e == EAGAIN || e == EWOULDBLOCK)
+				return die("testudod at %s did not answer within %d s", a->text, ADMIN_IO_SECONDS);
+			return die("reading from testudod at %s: %s", a->text, strerror(e));
+		}
+		if (got == 0)
+			break;
+		len += (size_t)got;
+	}
+	close(fd);
+	r->raw[len] = 0;
+	if (len < 12 || memcmp(r->raw, "HTTP/1.", 7) || r->raw[8] != ' ' ||
+	    sscanf(r->raw + 9, "%3d", &r->status) != 1 || !(hend = strstr(r->raw, "\r\n\r\n"))) {
+		free(r->raw);
+		r->raw = NULL;
+		return die("testudod at %s %s", a->text,
+		           len ? "sent a malformed reply" : "closed the connection without a reply");
+	}
+	r->body = hend + 4;
+	r->body_len = len - (size_t)(r->body - r->raw);
+	for (p = strstr(r->raw, "\r\n"); p && p < hend; p = strstr(p + 2, "\r\n")) {
+		if (strncasecmp(p + 2, "Content-Length:", 15) == 0) {
+			unsigned long long cl = strtoull(p + 17, NULL, 10);
+			if (cl > r->body_len) {
+				free(r->raw);
+				r->raw = NULL;
+				return die("the reply from testudod at %s was cut short", a->text);
+			}
+			r->body_len = (size_t)cl;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The reply as JSON when the status is 2xx; otherwise print the daemon's
+ * error message as one line and return NULL.
+ */
+static json_t *reply_json(const struct admin_addr *a, const struct http_reply *r)
+{
+	json_error_t je;
+	json_t *j = json_loadb(r->body, r->body_len, 0, &je);
+
+	if (r->status < 200 || r->status > 299) {
+		json_t *e = j ? json_object_get(j, "error") : NULL;
+		if (json_is_string(e))
+			die("%s", json_string_value(e));
+		else
+			die("testudod at %s answered HTTP %d", a->text, r->status);
+		json_decref(j);
+		return NULL;
+	}
+	if (!j)
+		die("testudod at %s sent invalid JSON: %s", a->text, je.text);
+	return j;
+}
+
+static uint64_t ju64(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_string(v) ? json_string_value(v) : "?";
+}
+
+/* --json: the daemon's JSON as it came. */
+static void print_raw(const struct http_reply *r)
+{
+	fwrite(r->body, 1, r->body_len, stdout);
+	if (r->body_len == 0 || r->body[r->body_len - 1] != '\n')
+		putchar('\n');
+}
+
+/* Send a request and take the reply's JSON; 0 or 1 (error printed). */
+static int admin_do(const struct admin_addr *a, const char *method, const char *path, const char *body,
+                    bool json, struct http_reply *r, json_t **out)
+{
+	*out = NULL;
+	if (http_call(a, method, path, body, r))
+		return 1;
+	*out = reply_json(a, r);
+	if (!*out) {
+		free(r->raw);
+		return 1;
+	}
+	if (json)
+		print_raw(r);
+	return 0;
+}
+
+static int online_name(const char *name)
+{
+	if (!tdo_vol_name_valid(name))
+		return die("invalid volume name '%s' (1-63 of A-Z a-z 0-9 . _ -, not starting with . or -)", name);
+	return 0;
+}
+
+static int online_size(const char *arg, uint64_t *size)
+{
+	if (parse_size_arg("size", arg, size))
+		return 1;
+	if (*size == 0 || *size % TDO_SECTOR_SIZE)
+		return die("volume size must be a positive multiple of 512 bytes");
+	return 0;
+}
+
+static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
+{
+	const char *pos[3] = { 0 }, *sub, *compress = NULL;
+	struct http_reply r;
+	char path[128], *body = NULL;
+	bool json = false;
+	json_t *j;
+	int npos = 0, rc;
+	uint64_t size = 0;
+
+	if (argc < 1)
+		return die("volume: which command? (create, list, resize, delete)");
+	sub = argv[0];
+	if (!strcmp(sub, "import") || !strcmp(sub, "export"))
+		return die("volume %s works offline only: stop testudod, then testudo --device PATH volume %s NAME FILE",
+		           sub, sub);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--compress") && !strcmp(sub, "create") && i + 1 < argc) {
+			compress = argv[++i];
+			if (strcmp(compress, "lz4") && strcmp(compress, "none"))
+				return die("unknown compression '%s' (lz4)", compress);
+		} else if (argv[i][0] == '-' && argv[i][1]) {
+			return die("volume %s: unknown option '%s'", sub, argv[i]);
+		} else if (npos < 3) {
+			pos[npos++] = argv[i];
+		} else {
+			return die("volume %s: unexpected argument '%s'", sub, argv[i]);
+		}
+	}
+
+	if (!strcmp(sub, "list")) {
+		if (npos)
+			return die("usage: testudo volume list [--json]");
+		if (admin_do(a, "GET", "/v1/volumes", NULL, json, &r, &j))
+			return 1;
+		if (!json) {
+			char s1[32], s2[32];
+			size_t k;
+			json_t *v;
+			printf("%-24s %14s %10s %6s %12s %6s\n", "NAME", "SIZE", "USED", "LZ4", "LSN", "CONNS");
+			json_array_foreach(j, k, v)
+				printf("%-24s %14s %10s %6s %12" PRIu64 " %6" PRIu64 "\n", jstr(v, "name"),
+				       tdo_format_size(ju64(v, "size"), s1, sizeof s1),
+				       tdo_format_size(ju64(v, "used"), s2, sizeof s2),
+				       strcmp(jstr(v, "compress"), "lz4") ? "no" : "yes", ju64(v, "lsn"),
+				       ju64(v, "connections"));
+		}
+		json_decref(j);
+		free(r.raw);
+		return 0;
+	}
+	if (!strcmp(sub, "create")) {
+		json_t *req;
+		if (npos != 2)
+			return die("usage: testudo volume create NAME SIZE [--compress lz4]");
+		if (online_name(pos[0]) || online_size(pos[1], &size))
+			return 1;
+		req = json_pack("{s:s, s:I, s:s}", "name", pos[0], "size", (json_int_t)size,
+		                "compress", compress ? compress : "none");
+		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+		json_decref(req);
+		if (!body)
+			return die("out of memory");
+		rc = admin_do(a, "POST", "/v1/volumes", body, json, &r, &j);
+		free(body);
+		if (rc)
+			return 1;
+		if (!json)
+			printf("created volume %s (%" PRIu64 " bytes%s)\n", jstr(j, "name"), ju64(j, "size"),
+			       strcmp(jstr(j, "compress"), "lz4") ? "" : ", lz4");
+	} else if (!strcmp(sub, "resize")) {
+		json_t *req;
+		if (npos != 2)
+			return die("usage: testudo volume resize NAME SIZE");
+		if (online_name(pos[0]) || online_size(pos[1], &size))
+			return 1;
+		req = json_pack("{s:I}", "size", (json_int_t)size);
+		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+		json_decref(req);
+		if (!body)
+			return die("out of memory");
+		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
+		rc = admin_do(a, "PUT", path, body, json, &r, &j);
+		free(body);
+		if (rc)
+			return 1;
+		if (!json)
+			printf("resized volume %s to %" PRIu64 " bytes\n", jstr(j, "name"), ju64(j, "size"));
+	} else if (!strcmp(sub, "delete")) {
+		if (npos != 1)
+			return die("usage: testudo volume delete NAME");
+		if (online_name(pos[0]))
+			return 1;
+		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
+		if (admin_do(a, "DELETE", path, NULL, json, &r, &j))
+			return 1;
+		if (!json)
+			printf("deleted volume %s\n", pos[0]);
+	} else {
+		return die("unknown volume command '%s' (create, list, resize, delete; import and export are offline)",
+		           sub);
+	}
+	json_decref(j);
+	free(r.raw);
+	return 0;
+}
+
+static void print_duration(uint64_t s)
+{
+	if (s >= 86400)
+		printf("%" PRIu64 "d ", s / 86400);
+	printf("%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 "\n", s / 3600 % 24, s / 60 % 60, s % 60);
+}
+
+static int cmd_status(const struct admin_addr *a, int argc, char **argv)
+{
+	struct http_reply r;
+	bool json = false;
+	json_t *j, *e, *seg, *l;
+	char s1[32], s2[32];
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = true;
+		else
+			return die("status: unexpected argument '%s' (testudo status [--json])", argv[i]);
+	}
+	if (admin_do(a, "GET", "/v1/status", NULL, json, &r, &j))
+		return 1;
+	if (!json) {
+		e = json_object_get(j, "engine");
+		seg = json_object_get(e, "segments");
+		l = json_object_get(j, "listeners");
+		printf("device:              %s\n", jstr(j, "device"));
+		printf("nbd:                 %s\n", jstr(l, "nbd"));
+		printf("admin:               %s\n", jstr(l, "admin"));
+		printf("uptime:              ");
+		print_duration(ju64(j, "uptime_seconds"));
+		printf("volumes:             %" PRIu64 "\n", ju64(j, "volumes"));
+		printf("nbd connections:     %" PRIu64 "\n", ju64(j, "connections"));
+		printf("capacity:            %s\n", tdo_format_size(ju64(e, "capacity"), s1, sizeof s1));
+		printf("volume bytes:        %s (%.1f%% of capacity)\n",
+		       tdo_format_size(ju64(e, "volume_bytes"), s1, sizeof s1),
+		       ju64(e, "capacity") ? 100.0 * (double)ju64(e, "volume_bytes") / (double)ju64(e, "capacity") : 0.0);
+		printf("live bytes:          %s\n", tdo_format_size(ju64(e, "live_bytes"), s1, sizeof s1));
+		printf("segments:            %" PRIu64 " used, %" PRIu64 " free, %" PRIu64 " total of %s\n",
+		       ju64(seg, "used"), ju64(seg, "free"), ju64(seg, "total"),
+		       tdo_format_size(ju64(e, "segment_bytes"), s1, sizeof s1));
+		printf("write amplification: %.2f\n", json_number_value(json_object_get(e, "write_amplification")));
+		printf("written:             %s by clients, %s to the log\n",
+		       tdo_format_size(ju64(e, "user_bytes"), s1, sizeof s1),
+		       tdo_format_size(ju64(e, "log_bytes"), s2, sizeof s2));
+		printf("flush batches:       %" PRIu64 " (%" PRIu64 " records)\n", ju64(e, "batches"),
+		       ju64(e, "batch_records"));
+		printf("checkpoints:         %" PRIu64 "\n", ju64(e, "checkpoints"));
+		printf("cleaner:             %" PRIu64 " segments cleaned, %s copied\n", ju64(e, "segments_cleaned"),
+		       tdo_format_size(ju64(e, "cleaner_bytes"), s1, sizeof s1));
+		printf("read errors:         %" PRIu64 "\n", ju64(e, "read_errors"));
+		printf("engine:              %s\n",
+		       json_is_true(json_object_get(e, "poisoned")) ? "STOPPED after a failed device write" : "ok");
+	}
+	json_decref(j);
+	free(r.raw);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *dev = NULL;
+	const char *dev = NULL, *admin = NULL;
+	struct admin_addr aa;
 	int i = 1;
 
 	tdo_log_set_level(TDO_LOG_WARN);
 	while (i < argc && argv[i][0] == '-') {
 		if (!strcmp(argv[i], "--device") && i + 1 < argc) {
 			dev = argv[i + 1];
+			i += 2;
+		} else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
+			admin = argv[i + 1];
 			i += 2;
 		} else if (!strcmp(argv[i], "-v")) {
 			tdo_log_set_level(TDO_LOG_DEBUG);
@@ -500,10 +987,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (dev && admin)
+		return die("--device works on a device offline, --admin talks to testudod: give one, not both");
+	if (parse_admin(admin ? admin : ADMIN_DEFAULT, &aa) < 0)
+		return die("invalid --admin '%s' (expected HOST:PORT, [IPv6]:PORT or :PORT)", admin);
 	if (!strcmp(argv[i], "format"))
 		return cmd_format(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "volume"))
+	if (!strcmp(argv[i], "volume") && dev)
 		return cmd_volume(dev, argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "volume"))
+		return cmd_volume_online(&aa, argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "status")) {
+		if (dev)
+			return die("status asks testudod; for a device no daemon holds, use testudo inspect PATH");
+		return cmd_status(&aa, argc - i - 1, argv + i + 1);
+	}
 	if (!strcmp(argv[i], "inspect") || !strcmp(argv[i], "check")) {
 		const char *path = i + 1 < argc && argv[i + 1][0] != '-' ? argv[i + 1] : dev;
 		bool json = false;

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * testudod internals, grouped by the file that defines them. Everything
+ * runs on the daemon's one libuv loop.
+ */
+#ifndef TESTUDO_SERVER_INTERNAL_H
+#define TESTUDO_SERVER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "testudo/engine.h"
+#include "testudo/nbd.h"
+#include "testudo/util.h"
+
+/* ---- metrics.c ---------------------------------------------------------- */
+
+/* Latency histogram: bucket i counts latencies < 2^i microseconds. */
+#define MET_BUCKETS 24
+struct met_hist {
+	uint64_t count, sum_usec;
+	uint64_t bucket[MET_BUCKETS];
+};
+enum met_op { MET_READ, MET_WRITE, MET_FLUSH, MET_TRIM, MET_ZERO, MET_CACHE, MET_BLOCK_STATUS, MET_NOPS };
+struct met_vol {
+	char name[TDO_NAME_MAX + 1];
+	uint64_t ops[MET_NOPS];
+	uint64_t errors[MET_NOPS];
+	uint64_t bytes_read, bytes_written;
+	struct met_hist lat[MET_NOPS];
+};
+struct metrics {
+	struct met_vol *vols;       /* keyed by name; allocated once and never moved,
+	                             * since connections keep pointers into it */
+	uint32_t nvols;
+	uint64_t conns_total, conns_open, handshakes_failed, protocol_errors;
+};
+struct met_vol *met_vol(struct metrics *m, const char *name);
+void met_record(struct met_vol *v, int op, uint64_t usec, uint64_t bytes, int err);
+const char *met_op_name(int op);
+
+/* ---- main.c ------------------------------------------------------------- */
+
+struct daemon {
+	uv_loop_t *loop;
+	struct tdo_engine *engine;
+	const char *device;
+	uv_tcp_t nbd_listener, admin_listener;
+	char nbd_addr[80], admin_addr[80];
+	struct nbd_conn *conns;     /* every open NBD connection */
+	struct metrics met;
+	bool stopping;
+	uint64_t started_usec;
+};
+
+/* Called once the last NBD connection has closed during a stop. */
+void daemon_conns_drained(struct daemon *d);
+
+/* ---- nbd_conn.c: listener and connection lifetime ------------------------- */
+
+int nbd_listen(struct daemon *d, const char *host, int port);
+/* Stop accepting, let in-flight requests finish, close every connection. */
+void nbd_shutdown(struct daemon *d);
+/* Number of open connections attached to volume NAME (any, when NULL). */
+int nbd_conn_count(struct daemon *d, const char *name);
+
+/* ---- admin.c: HTTP/JSON admin endpoint and /metrics ----------------------- */
+
+int admin_listen(struct daemon *d, const char *host, int port);
+void admin_shutdown(struct daemon *d);
+
+/* ---- util --------------------------------------------------------------- */
+
+/* "HOST:PORT", "[v6]:PORT" or ":PORT" into HOST (default 127.0.0.1) and PORT. */
+int parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+/* Bind and listen on HOST:PORT; writes the bound "HOST:PORT" into OUT. */
+int tcp_listen(uv_loop_t *loop, uv_tcp_t *t, const char *host, int port,
+               uv_connection_cb cb, char *out, size_t outlen);
+
+#endif

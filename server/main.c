@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: testudod, the node daemon: one libuv loop, one engine, an NBD
+ * listener and an admin listener. Settings come from an INI file and from
+ * flags (flags win). As soon as a listener accepts it prints
+ * "listening nbd HOST:PORT" / "listening admin HOST:PORT" on standard
+ * output, so scripts can use port 0.
+ *
+ * SIGTERM/SIGINT stop it gracefully: listeners close, no new requests are
+ * read, in-flight requests complete and are answered, then the engine
+ * writes its final checkpoint and the process exits 0.
+ *
+ * Must never: exit with an acknowledged write not durable (the engine's
+ * completion means durable), or crash on a bad device, config or flag.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct settings {
+	char device[4096];
+	char nbd[256];
+	char admin[256];
+	int verbose;
+};
+
+static struct daemon D;
+static uv_signal_t sig_term, sig_int;
+static int exit_status;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: testudod --device PATH [--nbd HOST:PORT] [--admin HOST:PORT] [--config FILE] [-v]\n"
+	        "  --device PATH      the Testudo device to serve (testudo format PATH first)\n"
+	        "  --nbd HOST:PORT    NBD listener (default 127.0.0.1:10809; port 0 picks one)\n"
+	        "  --admin HOST:PORT  admin HTTP listener (default 127.0.0.1:10810)\n"
+	        "  --config FILE      INI file with the same keys: device, nbd, admin, verbose\n"
+	        "  -v                 debug logging, including every NBD option and request\n");
+}
+
+int parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+	const char *colon;
+	char *end;
+	long p;
+
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= hostlen)
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(rb - s - 1));
+		host[rb - s - 1] = 0;
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= hostlen)
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = 0;
+		if (!host[0])
+			snprintf(host, hostlen, "127.0.0.1");
+	}
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || p < 0 || p > 65535)
+		return -EINVAL;
+	*port = (int)p;
+	return 0;
+}
+
+int tcp_listen(uv_loop_t *loop, uv_tcp_t *t, const char *host, int port,
+               uv_connection_cb cb, char *out, size_t outlen)
+{
+	struct sockaddr_storage sa;
+	int salen = sizeof sa, err;
+	char name[INET6_ADDRSTRLEN];
+
+	if (strchr(host, ':'))
+		err = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa);
+	else
+		err = uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
+	if (err)
+		return err;
+	if ((err = uv_tcp_init(loop, t)))
+		return err;
+	if ((err = uv_tcp_bind(t, (struct sockaddr *)&sa, 0)) || (err = uv_listen((uv_stream_t *)t, 128, cb))) {
+		uv_close((uv_handle_t *)t, NULL);
+		return err;
+	}
+	uv_tcp_getsockname(t, (struct sockaddr *)&sa, &salen);
+	if (sa.ss_family == AF_INET6) {
+		uv_ip6_name((struct sockaddr_in6 *)&sa, name, sizeof name);
+		snprintf(out, outlen, "[%s]:%d", name, ntohs(((struct sockaddr_in6 *)&sa)->sin6_port));
+	} else {
+		uv_ip4_name((struct sockaddr_in *)&sa, name, sizeof name);
+		snprintf(out, outlen, "%s:%d", name, ntohs(((struct sockaddr_in *)&sa)->sin_port));
+	}
+	return 0;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = 0;
+	return s;
+}
+
+/* INI: key = value lines, '#' or ';' comments, an optional [testudod] section. */
+static int read_config(const char *path, struct settings *st)
+{
+	FILE *f = fopen(path, "r");
+	char line[4200];
+	int lineno = 0;
+
+	if (!f) {
+		fprintf(stderr, "testudod: config %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof line, f)) {
+		char *l = trim(line), *eq, *k, *v;
+		lineno++;
+		if (!*l || *l == '#' || *l == ';')
+			continue;
+		if (*l == '[') {
+			if (strcmp(l, "[testudod]") != 0) {
+				fprintf(stderr, "testudod: config %s:%d: unknown section %s\n", path, lineno, l);
+				fclose(f);
+				return -1;
+			}
+			continue;
+		}
+		eq = strchr(l, '=');
+		if (!eq) {
+			fprintf(stderr, "testudod: config %s:%d: expected key = value\n", path, lineno);
+			fclose(f);
+			return -1;
+		}
+		*eq = 0;
+		k = trim(l);
+		v = trim(eq + 1);
+		if (!strcmp(k, "device") && strlen(v) < sizeof st->device)
+			strcpy(st->device, v);
+		else if (!strcmp(k, "nbd") && strlen(v) < sizeof st->nbd)
+			strcpy(st->nbd, v);
+		else if (!strcmp(k, "admin") && strlen(v) < sizeof st->admin)
+			strcpy(st->admin, v);
+		else if (!strcmp(k, "verbose") && (!strcmp(v, "0") || !strcmp(v, "1") || !strcmp(v, "2")))
+			st->verbose = atoi(v);
+		else {
+			fprintf(stderr, "testudod: config %s:%d: unknown key or bad value '%s'\n", path, lineno, k);
+			fclose(f);
+			return -1;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+static void handles_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void engine_closed(void *arg, int status)
+{
+	(void)arg;
+	if (status) {
+		tdo_log(TDO_LOG_ERROR, "testudod", "closing the device: %s", tdo_strerror(status));
+		exit_status = 1;
+	} else {
+		tdo_log(TDO_LOG_INFO, "testudod", "device closed cleanly");
+	}
+	D.engine = NULL;
+	if (sig_term.loop && !uv_is_closing((uv_handle_t *)&sig_term))
+		uv_close((uv_handle_t *)&sig_term, handles_closed);
+	if (sig_int.loop && !uv_is_closing((uv_handle_t *)&sig_int))
+		uv_close((uv_handle_t *)&sig_int, handles_closed);
+}
+
+void daemon_conns_drained(struct daemon *d)
+{
+	if (!d->engine || !d->stopping)
+		return;
+	if (tdo_engine_close(d->engine, engine_closed, NULL) == -EALREADY)
+		return;
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	if (D.stopping) {
+		tdo_log(TDO_LOG_WARN, "testudod", "signal %d again: still finishing in-flight requests", signum);
+		return;
+	}
+	tdo_log(TDO_LOG_INFO, "testudod", "signal %d: stopping (in-flight requests complete first)", signum);
+	D.stopping = true;
+	nbd_shutdown(&D);
+	admin_shutdown(&D);
+	if (!D.conns)
+		daemon_conns_drained(&D);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* Leave after a start-up failure: release the device and the loop. */
+static int bail(uv_loop_t *loop, int code)
+{
+	if (D.engine) {
+		D.stopping = true;
+		tdo_engine_close(D.engine, engine_closed, NULL);
+		uv_run(loop, UV_RUN_DEFAULT);
+	}
+	uv_walk(loop, close_any, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_loop_close(loop);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	struct settings st = { .nbd = "127.0.0.1:10809", .admin = "127.0.0.1:10810" };
+	struct settings cli = { 0 };
+	const char *config = NULL;
+	char host[256];
+	int port, err;
+	uv_loop_t loop;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "-v")) {
+			cli.verbose++;
+		} else if (!strcmp(a, "-vv")) {
+			cli.verbose += 2;
+		} else if (i + 1 < argc && (!strcmp(a, "--device") || !strcmp(a, "--nbd") ||
+		                            !strcmp(a, "--admin") || !strcmp(a, "--config"))) {
+			const char *v = argv[++i];
+			char *dst = !strcmp(a, "--device") ? cli.device : !strcmp(a, "--nbd") ? cli.nbd
+			            : !strcmp(a, "--admin") ? cli.admin : NULL;
+			if (!dst) {
+				config = v;
+				continue;
+			}
+			if (strlen(v) >= sizeof cli.nbd && dst != cli.device) {
+				fprintf(stderr, "testudod: %s: value too long\n", a);
+				return 2;
+			}
+			snprintf(dst, dst == cli.device ? sizeof cli.device : sizeof cli.nbd, "%s", v);
+		} else {
+			fprintf(stderr, "testudod: unknown or incomplete argument '%s' (see --help)\n", a);
+			return 2;
+		}
+	}
+	if (config && read_config(config, &st))
+		return 2;
+	if (cli.device[0])
+		strcpy(st.device, cli.device);
+	if (cli.nbd[0])
+		strcpy(st.nbd, cli.nbd);
+	if (cli.admin[0])
+		strcpy(st.admin, cli.admin);
+	if (cli.verbose)
+		st.verbose = cli.verbose;
+	/* one event per line at INFO by default; -v adds every NBD request */
+	tdo_log_set_level(st.verbose >= 1 ? TDO_LOG_DEBUG : TDO_LOG_INFO);
+	if (!st.device[0]) {
+		fprintf(stderr, "testudod: no device given (--device PATH or device = PATH in the config)\n");
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	uv_loop_init(&loop);
+	D.loop = &loop;
+	D.device = st.device;
+	D.started_usec = tdo_now_usec();
+	err = tdo_engine_open(&loop, st.device, NULL, &D.engine);
+	if (err) {
+		fprintf(stderr, "testudod: %s: %s\n", st.device,
+		        err == -ENOENT ? "no such file or device" : tdo_strerror(err));
+		return bail(&loop, 1);
+	}
+	if (parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
+		fprintf(stderr, "testudod: cannot listen for NBD on %s: %s\n", st.nbd,
+		        err ? uv_strerror(err) : "expected HOST:PORT");
+		return bail(&loop, 1);
+	}
+	printf("listening nbd %s\n", D.nbd_addr);
+	fflush(stdout);
+	err = 0;
+	if (parse_hostport(st.admin, host, sizeof host, &port) || (err = admin_listen(&D, host, port))) {
+		fprintf(stderr, "testudod: cannot listen for admin on %s: %s\n", st.admin,
+		        err ? uv_strerror(err) : "expected HOST:PORT");
+		return bail(&loop, 1);
+	}
+	printf("listening admin %s\n", D.admin_addr);
+	fflush(stdout);
+	tdo_log(TDO_LOG_INFO, "testudod", "serving %s: nbd %s, admin %s", st.device, D.nbd_addr, D.admin_addr);
+
+	uv_signal_init(&loop, &sig_term);
+	uv_signal_init(&loop, &sig_int);
+	uv_signal_start(&sig_term, on_signal, SIGTERM);
+	uv_signal_start(&sig_int, on_signal, SIGINT);
+
+	uv_run(&loop, UV_RUN_DEFAULT);
+	/* everything closed: let the close callbacks run, then leave */
+	uv_run(&loop, UV_RUN_NOWAIT);
+	if (uv_loop_close(&loop) == UV_EBUSY)
+		tdo_log(TDO_LOG_DEBUG, "testudod", "loop still had handles at exit");
+	return exit_status;
+}

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: an NBD connection's life: accept, read, hand bytes to the
+ * handshake or transmission parser, queue replies, close. Reads go into a
+ * per-connection buffer that grows to hold one message; the parsers take
+ * what is complete. Reading stops while too many requests or reply bytes
+ * are in flight (back-pressure) and resumes as they drain.
+ *
+ * Must never: free a connection outside its close callback, or let one
+ * connection's bad input touch another.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd_internal.h"
+
+#define IN_CHUNK (256u << 10)
+
+struct send_req {
+	uv_write_t w;
+	void *free_me, *free_me2;
+	struct nbd_conn *c;
+};
+
+static uint64_t next_conn_id;
+
+static void after_send(uv_write_t *w, int status)
+{
+	struct send_req *s = (struct send_req *)w; /* w is the first member */
+
+	(void)status; /* a failed write shows up as a read error and closes */
+	free(s->free_me);
+	free(s->free_me2);
+	free(s);
+}
+
+void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2)
+{
+	struct send_req *s;
+
+	if (c->closing && uv_is_closing((uv_handle_t *)&c->tcp)) {
+		free(free_me);
+		free(free_me2);
+		return;
+	}
+	s = calloc(1, sizeof *s);
+	if (!s) {
+		free(free_me);
+		free(free_me2);
+		conn_close(c, "out of memory");
+		return;
+	}
+	s->free_me = free_me;
+	s->free_me2 = free_me2;
+	s->c = c;
+	if (uv_write(&s->w, (uv_stream_t *)&c->tcp, bufs, n, after_send)) {
+		free(free_me);
+		free(free_me2);
+		free(s);
+		conn_close(c, "write failed");
+	}
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct nbd_conn *c = h->data;
+	struct daemon *d = c->d;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		d->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	d->met.conns_open--;
+	free(c->in);
+	free(c->payload);
+	free(c);
+	if (d->stopping && !d->conns)
+		daemon_conns_drained(d); /* the last one out lets the daemon stop */
+}
+
+static void after_shutdown(uv_shutdown_t *req, int status)
+{
+	struct nbd_conn *c = req->data;
+
+	(void)status;
+	free(req);
+	if (!uv_is_closing((uv_handle_t *)&c->tcp))
+		uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void maybe_close_now(struct nbd_conn *c)
+{
+	uv_shutdown_t *req;
+
+	if (!c->closing || c->inflight || c->shutting_down || uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	/* a clean close first lets the queued replies out */
+	if (c->graceful && (req = calloc(1, sizeof *req))) {
+		req->data = c;
+		c->shutting_down = true;
+		if (uv_shutdown(req, (uv_stream_t *)&c->tcp, after_shutdown) == 0)
+			return;
+		free(req);
+	}
+	uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void conn_close(struct nbd_conn *c, const char *why)
+{
+	if (!c->closing) {
+		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s%s%s closed: %s",
+		        (unsigned long long)c->id, c->peer, c->name[0] ? " volume " : "", c->name, why);
+		c->closing = true;
+		c->state = CS_CLOSING;
+		if (c->reading)
+			uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+	maybe_close_now(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct nbd_conn *c = h->data;
+
+	(void)suggested;
+	if (c->in_cap - c->in_len < IN_CHUNK / 4) {
+		size_t cap = c->in_cap ? c->in_cap * 2 : IN_CHUNK;
+		uint8_t *n;
+		while (cap - c->in_len < IN_CHUNK / 4)
+			cap *= 2;
+		n = realloc(c->in, cap);
+		if (!n) {
+			buf->base = NULL;
+			buf->len = 0;
+			return;
+		}
+		c->in = n;
+		c->in_cap = cap;
+	}
+	buf->base = (char *)c->in + c->in_len;
+	buf->len = c->in_cap - c->in_len;
+}
+
+static void update_reading(struct nbd_conn *c);
+
+static void parse(struct nbd_conn *c)
+{
+	size_t off = 0;
+
+	if (c->parsing)
+		return; /* a request finished inside the loop below: it goes on */
+	c->parsing = true;
+	while (!c->closing && off < c->in_len && c->inflight < NBD_MAX_INFLIGHT) {
+		ssize_t used = c->state <= CS_OPT_HEADER ? hs_consume(c, c->in + off, c->in_len - off)
+		                                       : tx_consume(c, c->in + off, c->in_len - off);
+		if (used < 0) {
+			c->parsing = false;
+			return; /* closed */
+		}
+		if (used == 0)
+			break;
+		off += (size_t)used;
+		if (c->disc)
+			break;
+	}
+	c->parsing = false;
+	if (c->closing)
+		return;
+	if (off) {
+		memmove(c->in, c->in + off, c->in_len - off);
+		c->in_len -= off;
+	}
+	/* give back memory a large payload needed */
+	if (c->in_cap > 4 * IN_CHUNK && c->in_len < IN_CHUNK) {
+		uint8_t *n = realloc(c->in, IN_CHUNK);
+		if (n) {
+			c->in = n;
+			c->in_cap = IN_CHUNK;
+		}
+	}
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct nbd_conn *c = s->data;
+
+	(void)buf;
+	if (nread < 0) {
+		conn_close(c, nread == UV_EOF ? (c->state <= CS_OPT_HEADER ? "client hung up during the handshake"
+		                                                        : "client hung up")
+		                              : uv_strerror((int)nread));
+		return;
+	}
+	if (nread == UV_ENOBUFS || nread == 0)
+		return;
+	c->in_len += (size_t)nread;
+	parse(c);
+	if (!c->closing)
+		update_reading(c);
+}
+
+static void update_reading(struct nbd_conn *c)
+{
+	bool want = !c->closing && !c->disc && c->inflight < NBD_MAX_INFLIGHT &&
+	            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < NBD_MAX_QUEUED;
+
+	if (want && !c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+			c->reading = true;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+	}
+}
+
+void conn_request_done(struct nbd_conn *c)
+{
+	if (c->closing) {
+		maybe_close_now(c);
+		return;
+	}
+	if (c->disc && c->inflight == 0) {
+		c->graceful = true;
+		conn_close(c, c->d->stopping ? "server shutting down" : "clean disconnect (NBD_CMD_DISC)");
+		return;
+	}
+	/* requests may be waiting in the buffer while reading was stopped */
+	if (c->in_len && !c->disc)
+		parse(c);
+	if (!c->closing)
+		update_reading(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct daemon *d = server->data;
+	struct nbd_conn *c;
+	struct sockaddr_storage sa;
+	int salen = sizeof sa;
+
+	if (status < 0) {
+		tdo_log(TDO_LOG_WARN, "nbd", "accept: %s", uv_strerror(status));
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->d = d;
+	c->id = ++next_conn_id;
+	uv_tcp_init(d->loop, &c->tcp);
+	c->tcp.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	snprintf(c->peer, sizeof c->peer, "?");
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+		char host[INET6_ADDRSTRLEN] = "?";
+		int port = 0;
+		if (sa.ss_family == AF_INET) {
+			uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof host);
+			port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+		} else if (sa.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof host);
+			port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+		}
+		snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+	}
+	c->next = d->conns;
+	if (d->conns)
+		d->conns->prev = c;
+	d->conns = c;
+	d->met.conns_total++;
+	d->met.conns_open++;
+	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu from %s", (unsigned long long)c->id, c->peer);
+	if (d->stopping) {
+		conn_close(c, "server shutting down");
+		return;
+	}
+	hs_start(c);
+	update_reading(c);
+}
+
+int nbd_listen(struct daemon *d, const char *host, int port)
+{
+	d->nbd_listener.data = d;
+	return tcp_listen(d->loop, &d->nbd_listener, host, port, on_connection, d->nbd_addr,
+	                  sizeof d->nbd_addr);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+void nbd_shutdown(struct daemon *d)
+{
+	if (!uv_is_closing((uv_handle_t *)&d->nbd_listener))
+		uv_close((uv_handle_t *)&d->nbd_listener, listener_closed);
+	for (struct nbd_conn *c = d->conns; c; c = c->next) {
+		if (c->closing)
+			continue;
+		/* no new requests; those in flight complete and are answered */
+		c->disc = true;
+		if (c->reading) {
+			uv_read_stop((uv_stream_t *)&c->tcp);
+			c->reading = false;
+		}
+		c->graceful = true;
+		if (c->inflight == 0)
+			conn_close(c, "server shutting down");
+	}
+}
+
+int nbd_conn_count(struct daemon *d, const char *name)
+{
+	int n = 0;
+
+	for (struct nbd_conn *c = d->conns; c; c = c->next)
+		if (!c->closing && (!name || (c->name[0] && strcmp(c->name, name) == 0)))
+			n++;
+	return n;
+}

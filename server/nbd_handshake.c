@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: the fixed newstyle handshake. The server greets with
+ * FIXED_NEWSTYLE|NO_ZEROES; each option is read whole (bounded by
+ * NBD_MAX_OPTION, so its length is checked before anything is allocated)
+ * and answered; EXPORT_NAME and GO end the handshake. What the kernel's
+ * nbd-client sends is one GO with no information requests (or, with -g,
+ * EXPORT_NAME); both must work. Unknown options get NBD_REP_ERR_UNSUP.
+ *
+ * Must never: send a structured reply before STRUCTURED_REPLY, trust a
+ * length inside option data without checking it against the option's
+ * length, or read past what was received.
+ */
+#include <endian.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nbd_internal.h"
+
+struct opt_out {
+	struct nbd_opt_reply h;
+	uint8_t data[];
+};
+
+static void opt_reply(struct nbd_conn *c, uint32_t type, const void *data, uint32_t len)
+{
+	struct opt_out *o = malloc(sizeof *o + len);
+	uv_buf_t b;
+
+	if (!o) {
+		conn_close(c, "out of memory");
+		return;
+	}
+	o->h.magic = htobe64(NBD_REP_MAGIC);
+	o->h.option = htobe32(c->opt);
+	o->h.type = htobe32(type);
+	o->h.length = htobe32(len);
+	if (len)
+		memcpy(o->data, data, len);
+	b = uv_buf_init((char *)o, (unsigned)(sizeof o->h + len));
+	conn_send(c, &b, 1, o, NULL);
+}
+
+static void opt_error(struct nbd_conn *c, uint32_t type, const char *msg)
+{
+	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: option %u refused (0x%x): %s",
+	        (unsigned long long)c->id, c->opt, type, msg);
+	opt_reply(c, type, msg, (uint32_t)strlen(msg));
+}
+
+void hs_start(struct nbd_conn *c)
+{
+	struct {
+		uint64_t magic, opt;
+		uint16_t flags;
+	} __attribute__((packed)) *g = malloc(18);
+	uv_buf_t b;
+
+	if (!g) {
+		conn_close(c, "out of memory");
+		return;
+	}
+	g->magic = htobe64(NBD_MAGIC);
+	g->opt = htobe64(NBD_IHAVEOPT);
+	g->flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	b = uv_buf_init((char *)g, 18);
+	c->state = CS_CLIENT_FLAGS;
+	conn_send(c, &b, 1, g, NULL);
+}
+
+/* Choose the export; 0 or an NBD_REP_ERR_*. */
+static uint32_t pick_export(struct nbd_conn *c, const char *name)
+{
+	struct tdo_vol_info vi;
+
+	if (tdo_vol_lookup(c->d->engine, name, &vi))
+		return NBD_REP_ERR_UNKNOWN;
+	snprintf(c->name, sizeof c->name, "%s", vi.name);
+	c->vol = vi.id;
+	c->size = vi.size;
+	c->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	            NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF |
+	            NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
+	c->met = met_vol(&c->d->met, c->name);
+	return 0;
+}
+
+static void enter_transmission(struct nbd_conn *c)
+{
+	c->state = CS_REQ_HEADER;
+	tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: volume %s, %llu bytes, %s replies%s",
+	        (unsigned long long)c->id, c->peer, c->name, (unsigned long long)c->size,
+	        c->structured ? "structured" : "simple", c->meta_base ? ", base:allocation" : "");
+}
+
+static void info_export(struct nbd_conn *c)
+{
+	struct {
+		uint16_t type;
+		uint64_t size;
+		uint16_t flags;
+	} __attribute__((packed)) i = { htobe16(NBD_INFO_EXPORT), htobe64(c->size), htobe16(c->tflags) };
+
+	opt_reply(c, NBD_REP_INFO, &i, sizeof i);
+}
+
+static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
+{
+	uint32_t namelen;
+	uint16_t nreq;
+	char name[NBD_MAX_STRING + 1];
+	uint32_t err;
+
+	if (len < 6)
+		return opt_error(c, NBD_REP_ERR_INVALID, "option too short");
+	memcpy(&namelen, p, 4);
+	namelen = be32toh(namelen);
+	if (namelen > NBD_MAX_STRING || (uint64_t)namelen + 6 > len)
+		return opt_error(c, NBD_REP_ERR_INVALID, "export name length does not fit the option");
+	memcpy(&nreq, p + 4 + namelen, 2);
+	nreq = be16toh(nreq);
+	if ((uint64_t)namelen + 6 + 2ull * nreq != len)
+		return opt_error(c, NBD_REP_ERR_INVALID, "information request count does not fit the option");
+	memcpy(name, p + 4, namelen);
+	name[namelen] = 0;
+	if (memchr(name, 0, namelen))
+		return opt_error(c, NBD_REP_ERR_INVALID, "export name contains NUL");
+	err = pick_export(c, name);
+	if (err) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "no volume named '%.64s'", name);
+		return opt_error(c, err, msg);
+	}
+	for (uint16_t i = 0; i < nreq; i++) {
+		uint16_t t;
+		memcpy(&t, p + 6 + namelen + 2 * i, 2);
+		t = be16toh(t);
+		if (t == NBD_INFO_NAME) {
+			uint8_t buf[2 + TDO_NAME_MAX];
+			size_t n = strlen(c->name);
+			uint16_t ty = htobe16(NBD_INFO_NAME);
+			memcpy(buf, &ty, 2);
+			memcpy(buf + 2, c->name, n);
+			opt_reply(c, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+		} else if (t == NBD_INFO_DESCRIPTION) {
+			char buf[2 + 128];
+			uint16_t ty = htobe16(NBD_INFO_DESCRIPTION);
+			int n = snprintf(buf + 2, sizeof buf - 2, "Testudo volume %s", c->name);
+			memcpy(buf, &ty, 2);
+			opt_reply(c, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+		} else if (t == NBD_INFO_BLOCK_SIZE) {
+			struct {
+				uint16_t type;
+				uint32_t min, pref, max;
+			} __attribute__((packed)) bs = { htobe16(NBD_INFO_BLOCK_SIZE), htobe32(NBD_MIN_BLOCK),
+			                                 htobe32(NBD_PREF_BLOCK), htobe32(NBD_MAX_PAYLOAD) };
+			opt_reply(c, NBD_REP_INFO, &bs, sizeof bs);
+		}
+		/* unknown information requests are ignored, as the protocol asks */
+	}
+	info_export(c);
+	opt_reply(c, NBD_REP_ACK, NULL, 0);
+	if (c->opt == NBD_OPT_GO)
+		enter_transmission(c);
+	else
+		c->name[0] = 0; /* INFO only looked */
+}
+
+static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
+{
+	char name[NBD_MAX_STRING + 1];
+	uint8_t reply[10 + 124];
+	uint16_t fl;
+	uint64_t sz;
+	size_t n;
+
+	if (len > NBD_MAX_STRING) {
+		conn_close(c, "NBD_OPT_EXPORT_NAME: name too long");
+		return;
+	}
+	memcpy(name, p, len);
+	name[len] = 0;
+	if (memchr(name, 0, len) || pick_export(c, name)) {
+		/* this option has no error reply: the protocol says hang up */
+		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: NBD_OPT_EXPORT_NAME for unknown volume '%.64s'",
+		        (unsigned long long)c->id, c->peer, name);
+		c->name[0] = 0;
+		conn_close(c, "unknown export");
+		return;
+	}
+	memset(reply, 0, sizeof reply);
+	sz = htobe64(c->size);
+	fl = htobe16(c->tflags);
+	memcpy(reply, &sz, 8);
+	memcpy(reply + 8, &fl, 2);
+	n = c->no_zeroes ? 10 : sizeof reply;
+	{
+		uint8_t *out = malloc(n);
+		uv_buf_t b;
+		if (!out) {
+			conn_close(c, "out of memory");
+			return;
+		}
+		memcpy(out, reply, n);
+		b = uv_buf_init((char *)out, (unsigned)n);
+		conn_send(c, &b, 1, out, NULL);
+	}
+	enter_transmission(c);
+}
+
+static void do_list(struct nbd_conn *c, uint32_t len)
+{
+	struct tdo_vol_info *vi;
+	int n;
+
+	if (len)
+		return opt_error(c, NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+	vi = calloc(TDO_MAX_VOLS, sizeof *vi);
+	if (!vi)
+		return opt_error(c, NBD_REP_ERR_PLATFORM, "out of memory");
+	n = tdo_vol_list(c->d->engine, vi, TDO_MAX_VOLS);
+	for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++) {
+		uint8_t buf[4 + TDO_NAME_MAX + 128];
+		uint32_t nl = (uint32_t)strlen(vi[i].name), be = htobe32(nl);
+		int dl;
+		memcpy(buf, &be, 4);
+		memcpy(buf + 4, vi[i].name, nl);
+		dl = snprintf((char *)buf + 4 + nl, 128, "Testudo volume %s", vi[i].name);
+		opt_reply(c, NBD_REP_SERVER, buf, 4 + nl + (uint32_t)dl);
+	}
+	free(vi);
+	opt_reply(c, NBD_REP_ACK, NULL, 0);
+}
+
+static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
+{
+	bool set = c->opt == NBD_OPT_SET_META_CONTEXT;
+	uint32_t namelen, nq, off;
+	char name[NBD_MAX_STRING + 1];
+	struct tdo_vol_info vi;
+	bool base = false;
+
+	if (set && !c->structured)
+		return opt_error(c, NBD_REP_ERR_INVALID, "SET_META_CONTEXT needs structured replies first");
+	if (len < 8)
+		return opt_error(c, NBD_REP_ERR_INVALID, "option too short");
+	memcpy(&namelen, p, 4);
+	namelen = be32toh(namelen);
+	if (namelen > NBD_MAX_STRING || (uint64_t)namelen + 8 > len)
+		return opt_error(c, NBD_REP_ERR_INVALID, "export name length does not fit the option");
+	memcpy(name, p + 4, namelen);
+	name[namelen] = 0;
+	memcpy(&nq, p + 4 + namelen, 4);
+	nq = be32toh(nq);
+	off = 8 + namelen;
+	if (nq > len)
+		return opt_error(c, NBD_REP_ERR_INVALID, "query count does not fit the option");
+	if (memchr(name, 0, namelen) || tdo_vol_lookup(c->d->engine, name, &vi))
+		return opt_error(c, NBD_REP_ERR_UNKNOWN, "no such volume");
+	/* check every query's framing before answering any */
+	for (uint32_t i = 0, o = off; i < nq; i++) {
+		uint32_t ql;
+		if (o + 4 > len)
+			return opt_error(c, NBD_REP_ERR_INVALID, "query runs past the option");
+		memcpy(&ql, p + o, 4);
+		ql = be32toh(ql);
+		if (ql > NBD_MAX_STRING || (uint64_t)o + 4 + ql > len)
+			return opt_error(c, NBD_REP_ERR_INVALID, "query runs past the option");
+		o += 4 + ql;
+		if (i + 1 == nq && o != len)
+			return opt_error(c, NBD_REP_ERR_INVALID, "trailing bytes after the queries");
+	}
+	if (nq == 0) {
+		if (off != len)
+			return opt_error(c, NBD_REP_ERR_INVALID, "trailing bytes after the queries");
+		base = !set; /* LIST with no query lists all; SET with none selects none */
+	}
+	for (uint32_t i = 0; i < nq; i++) {
+		uint32_t ql;
+		memcpy(&ql, p + off, 4);
+		ql = be32toh(ql);
+		if ((ql == strlen(NBD_META_BASE_ALLOCATION) &&
+		     memcmp(p + off + 4, NBD_META_BASE_ALLOCATION, ql) == 0) ||
+		    (!set && ql == 5 && memcmp(p + off + 4, "base:", 5) == 0))
+			base = true;
+		off += 4 + ql;
+	}
+	if (base) {
+		uint8_t buf[4 + sizeof NBD_META_BASE_ALLOCATION];
+		uint32_t id = htobe32(NBD_META_ID_BASE_ALLOCATION);
+		memcpy(buf, &id, 4);
+		memcpy(buf + 4, NBD_META_BASE_ALLOCATION, strlen(NBD_META_BASE_ALLOCATION));
+		opt_reply(c, NBD_REP_META_CONTEXT, buf, 4 + (uint32_t)strlen(NBD_META_BASE_ALLOCATION));
+	}
+	if (set)
+		c->meta_base = base;
+	opt_reply(c, NBD_REP_ACK, NULL, 0);
+}
+
+static void handle_option(struct nbd_conn *c, const uint8_t *p, uint32_t len)
+{
+	switch (c->opt) {
+	case NBD_OPT_EXPORT_NAME:
+		return do_export_name(c, p, len);
+	case NBD_OPT_ABORT:
+		opt_reply(c, NBD_REP_ACK, NULL, 0);
+		conn_close(c, "client aborted the handshake");
+		return;
+	case NBD_OPT_LIST:
+		return do_list(c, len);
+	case NBD_OPT_INFO:
+	case NBD_OPT_GO:
+		return do_info_go(c, p, len);
+	case NBD_OPT_STRUCTURED_REPLY:
+		if (len)
+			return opt_error(c, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+		c->structured = true;
+		return opt_reply(c, NBD_REP_ACK, NULL, 0);
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		return do_meta(c, p, len);
+	case NBD_OPT_STARTTLS:
+		return opt_error(c, NBD_REP_ERR_UNSUP, "TLS is not supported by this server");
+	default:
+		return opt_error(c, NBD_REP_ERR_UNSUP, "unknown option");
+	}
+}
+
+ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
+{
+	switch (c->state) {
+	case CS_CLIENT_FLAGS: {
+		uint32_t f;
+		if (n < 4)
+			return 0;
+		memcpy(&f, p, 4);
+		f = be32toh(f);
+		if (!(f & NBD_FLAG_C_FIXED_NEWSTYLE) || (f & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))) {
+			c->d->met.handshakes_failed++;
+			conn_close(c, "client flags not fixed newstyle");
+			return -1;
+		}
+		c->no_zeroes = f & NBD_FLAG_C_NO_ZEROES;
+		c->state = CS_OPT_HEADER;
+		return 4;
+	}
+	case CS_OPT_HEADER: {
+		struct nbd_opt_hdr h;
+		uint32_t len;
+		if (n < sizeof h)
+			return 0;
+		memcpy(&h, p, sizeof h);
+		if (be64toh(h.magic) != NBD_IHAVEOPT) {
+			c->d->met.handshakes_failed++;
+			conn_close(c, "bad option magic");
+			return -1;
+		}
+		len = be32toh(h.length);
+		if (len > NBD_MAX_OPTION) {
+			c->d->met.handshakes_failed++;
+			conn_close(c, "option length too large");
+			return -1;
+		}
+		if (n < sizeof h + len)
+			return 0; /* wait for the whole option (bounded above) */
+		if (++c->nopts > NBD_MAX_OPTIONS) {
+			c->d->met.handshakes_failed++;
+			conn_close(c, "too many options");
+			return -1;
+		}
+		c->opt = be32toh(h.option);
+		c->opt_len = len;
+		handle_option(c, p + sizeof h, len);
+		return c->closing ? -1 : (ssize_t)(sizeof h + len);
+	}
+	default:
+		return 0;
+	}
+}

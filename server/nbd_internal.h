@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The NBD front end's internals: one struct per connection, an ordered
+ * state machine fed by the bytes libuv reads. nbd_conn.c owns the
+ * connection (accept, buffers, writes, close), nbd_handshake.c the option
+ * haggling, nbd_transmission.c the requests.
+ */
+#ifndef TESTUDO_SERVER_NBD_INTERNAL_H
+#define TESTUDO_SERVER_NBD_INTERNAL_H
+
+#include "internal.h"
+
+#define NBD_MAX_OPTIONS   256     /* options per connection before we hang up */
+#define NBD_MAX_INFLIGHT  256     /* requests in flight before we stop reading */
+#define NBD_MAX_QUEUED    (64u << 20) /* reply bytes queued before we stop reading */
+
+enum conn_state {
+	CS_CLIENT_FLAGS,            /* want the client's 4 flag bytes */
+	CS_OPT_HEADER,              /* want a whole option: header and data */
+	CS_REQ_HEADER,              /* want a 28-byte request */
+	CS_REQ_PAYLOAD,             /* want the rest of a write's payload */
+	CS_REQ_DRAIN,               /* discarding a rejected write's payload */
+	CS_CLOSING,                 /* nothing more is read */
+};
+
+struct nbd_conn {
+	struct nbd_conn *next, *prev;   /* d->conns */
+	struct daemon *d;
+	uv_tcp_t tcp;
+	uint64_t id;
+	char peer[64];
+	int state;                  /* enum conn_state */
+
+	/* bytes read and not yet parsed */
+	uint8_t *in;
+	size_t in_len, in_cap;
+	bool reading;
+	bool parsing;               /* inside parse(): no nested parse */
+
+	/* handshake */
+	bool no_zeroes;
+	bool structured;            /* NBD_OPT_STRUCTURED_REPLY negotiated */
+	bool meta_base;             /* base:allocation selected */
+	uint32_t opt, opt_len;      /* option being read */
+	uint32_t nopts;
+
+	/* the export, once chosen */
+	char name[TDO_NAME_MAX + 1];
+	uint32_t vol;
+	uint64_t size;
+	uint16_t tflags;
+	struct met_vol *met;
+
+	/* transmission */
+	struct nbd_request req;     /* current request, host byte order */
+	uint8_t *payload;           /* write payload being filled */
+	uint32_t payload_got;
+	uint64_t drain_left;
+	uint32_t drain_err;         /* reply for the drained write */
+	int inflight;               /* requests handed to the engine */
+	bool disc;                  /* NBD_CMD_DISC seen or shutting down */
+	bool closing;
+	bool graceful;              /* flush queued replies before closing */
+	bool shutting_down;         /* uv_shutdown under way */
+	uint64_t requests;
+};
+
+/* nbd_conn.c */
+/* Queue a write of N buffers; FREE_ME and FREE_ME2 (may be NULL) are
+ * freed once it is written (the caller hands them over). */
+void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2);
+void conn_close(struct nbd_conn *c, const char *why);
+/* Called when a request finished: resume reading, close if due. */
+void conn_request_done(struct nbd_conn *c);
+
+/* nbd_handshake.c */
+void hs_start(struct nbd_conn *c);
+/* Parse what the handshake wants from c->in; returns bytes consumed, 0 when
+ * more are needed, -1 when the connection was closed. */
+ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n);
+
+/* nbd_transmission.c */
+ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n);
+/* The engine error or cause mapped to the NBD error code; the one place. */
+uint32_t nbd_errno(int err);
+
+#endif
