@@ -2,9 +2,10 @@
 /*
  * DESIGN: the two backends behind three calls (pread, pwrite, sync).
  *
- * file: a regular file or a block device. Opened O_DIRECT when the file
- *   system allows it (a block device always), so the page cache never holds
- *   a second copy; durability is fdatasync after each batch.
+ * file: a regular file or a block device. A block device is opened O_DIRECT
+ *   (the page cache never holds a second copy); a regular file uses the page
+ *   cache unless the caller asks for O_DIRECT (DIRECT), as file-backed NBD
+ *   servers do. Durability is fdatasync after each batch either way.
  * pmem: the file is mapped with libpmem; a write is pmem_memcpy_nodrain and
  *   sync is pmem_drain (or pmem_msync when the mapping is not real pmem and
  *   PMEM_IS_PMEM_FORCE is not set).
@@ -198,7 +199,8 @@ static void fi_sync_end(struct dev *d, uint64_t gen)
 	pthread_mutex_unlock(&d->fi_lock);
 }
 
-int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size)
+int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size,
+             bool direct)
 {
 	struct stat st;
 	int flags = O_RDWR | O_CLOEXEC;
@@ -221,9 +223,9 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
 		return -EINVAL;
 	}
 
-	/* O_DIRECT where the file system has it (tmpfs may not): the page
-	 * cache then never holds a second copy of the log. */
-	if (d->backend == TDO_BACKEND_FILE) {
+	/* O_DIRECT for block devices, and for files when asked and the file
+	 * system has it (tmpfs may not) */
+	if (d->backend == TDO_BACKEND_FILE && (d->is_blockdev || direct)) {
 		d->fd = open(path, flags | O_DIRECT, 0600);
 		if (d->fd >= 0)
 			d->direct = 1;

@@ -221,7 +221,7 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	list_init(&e->deferred);
 	list_init(&e->ckpt_waiters);
 
-	err = dev_open(&e->dev, path, TDO_BACKEND_FILE, false, 0);
+	err = dev_open(&e->dev, path, TDO_BACKEND_FILE, false, 0, e->opts.direct);
 	if (err)
 		goto fail_free;
 	err = fmt_read_sb(&e->dev, &e->sb);
@@ -229,7 +229,7 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 		goto fail_close;
 	if (e->sb.sb_backend == TDO_BACKEND_PMEM) {
 		dev_close(&e->dev);
-		err = dev_open(&e->dev, path, TDO_BACKEND_PMEM, false, 0);
+		err = dev_open(&e->dev, path, TDO_BACKEND_PMEM, false, 0, false);
 		if (err)
 			goto fail_free;
 	}

@@ -106,7 +106,7 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 	e = calloc(1, sizeof *e);
 	if (!e)
 		return -ENOMEM;
-	err = dev_open(&e->dev, path, opts.backend, true, blk ? 0 : opts.size);
+	err = dev_open(&e->dev, path, opts.backend, true, blk ? 0 : opts.size, false);
 	if (err)
 		goto out_free;
 	if (!opts.force && fmt_read_sb(&e->dev, &sb) != TDO_EFORMAT) {

@@ -63,7 +63,8 @@ struct dev {
 	struct fi_undo *fi_undo;    /* writes not yet durable, newest first */
 	uint64_t fi_gen;
 };
-int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size);
+int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size,
+             bool direct);
 void dev_close(struct dev *d);
 int dev_pread(struct dev *d, void *buf, size_t len, uint64_t off);
 int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off);

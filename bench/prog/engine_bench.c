@@ -272,6 +272,7 @@ static void b_open(struct bench *b, uint64_t ckpt_every)
 	if (uv_loop_init(&b->loop))
 		die("uv_loop_init failed");
 	oo.ckpt_every = ckpt_every;
+	oo.direct = 1; /* device against device: fio runs with --direct=1 */
 	err = tdo_engine_open(&b->loop, opt.dev, &oo, &b->e);
 	if (err)
 		die("open %s: %s", opt.dev, tdo_strerror(err));

@@ -48,6 +48,7 @@ struct tdo_open_opts {
 	uint64_t ckpt_every;    /* bytes of log between checkpoints; 0 = 64 MiB */
 	int no_cleaner;         /* tests: never clean (device may fill) */
 	int cleaner;            /* victim policy: TDO_CLEAN_COST_BENEFIT (default) or _GREEDY */
+	int direct;             /* O_DIRECT on a regular file too (block devices always) */
 };
 enum { TDO_CLEAN_COST_BENEFIT = 0, TDO_CLEAN_GREEDY = 1 };
 
