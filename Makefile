@@ -31,9 +31,12 @@ BENCHPROG_SRC := $(wildcard bench/prog/*.c)
 BENCHPROG_BIN := $(BENCHPROG_SRC:bench/prog/%.c=$(BUILD)/bench/%)
 
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
+# the daemon's NBD code without main.c, for the fuzz harness
+NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
+FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-one deps install clean crash-test bench-engine demo
-all: $(BUILD)/testudo $(BUILD)/testudod $(TESTPROG_BIN) $(BENCHPROG_BIN)
+.PHONY: all check check-one deps install clean crash-test bench-engine demo fuzz
+all: $(BUILD)/testudo $(BUILD)/testudod $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -58,6 +61,20 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 $(BUILD)/tests/%: tests/prog/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/nbd_fuzz: tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ) $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver -o $@ $< $(NBD_LIB_OBJ) $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+
+# libFuzzer over the NBD parsers for FUZZ_SECONDS; new inputs that reach
+# new code are merged into tests/fuzz/corpus (commit them).
+fuzz:
+	$(MAKE) CC=clang BUILD=build/fuzz SANITIZER=address,undefined,fuzzer-no-link CFLAGS="-O1 -g" build/fuzz/libtestudo-storage.a $(NBD_LIB_OBJ:$(BUILD)/%=build/fuzz/%)
+	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Iserver -DNBD_LIBFUZZER -fsanitize=fuzzer,address,undefined \
+		-o build/fuzz/nbd_libfuzzer tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ:$(BUILD)/%=build/fuzz/%) build/fuzz/libtestudo-storage.a $(LDLIBS)
+	mkdir -p build/fuzz/new
+	build/fuzz/nbd_libfuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 build/fuzz/new tests/fuzz/corpus
+	build/fuzz/nbd_libfuzzer -merge=1 tests/fuzz/corpus build/fuzz/new
 
 $(BUILD)/bench/%: bench/prog/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)

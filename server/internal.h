@@ -60,6 +60,8 @@ void daemon_conns_drained(struct daemon *d);
 /* ---- nbd_conn.c: listener and connection lifetime ------------------------- */
 
 int nbd_listen(struct daemon *d, const char *host, int port);
+/* Serve NBD on an already connected stream socket FD (tests, fuzzing). */
+int nbd_conn_adopt(struct daemon *d, int fd);
 /* Stop accepting, let in-flight requests finish, close every connection. */
 void nbd_shutdown(struct daemon *d);
 /* Number of open connections attached to volume NAME (any, when NULL). */

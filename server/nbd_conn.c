@@ -237,30 +237,14 @@ void conn_request_done(struct nbd_conn *c)
 		update_reading(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A connected socket becomes an NBD connection: greet and read. */
+static void conn_start(struct daemon *d, struct nbd_conn *c)
 {
-	struct daemon *d = server->data;
-	struct nbd_conn *c;
 	struct sockaddr_storage sa;
 	int salen = sizeof sa;
 
-	if (status < 0) {
-		tdo_log(TDO_LOG_WARN, "nbd", "accept: %s", uv_strerror(status));
-		return;
-	}
-	c = calloc(1, sizeof *c);
-	if (!c)
-		return;
-	c->d = d;
-	c->id = ++next_conn_id;
-	uv_tcp_init(d->loop, &c->tcp);
-	c->tcp.data = c;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-		return;
-	}
 	uv_tcp_nodelay(&c->tcp, 1);
-	snprintf(c->peer, sizeof c->peer, "?");
+	snprintf(c->peer, sizeof c->peer, "local");
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
 		char host[INET6_ADDRSTRLEN] = "?";
 		int port = 0;
@@ -286,6 +270,48 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	hs_start(c);
 	update_reading(c);
+}
+
+int nbd_conn_adopt(struct daemon *d, int fd)
+{
+	struct nbd_conn *c = calloc(1, sizeof *c);
+	int err;
+
+	if (!c)
+		return -ENOMEM;
+	c->d = d;
+	c->id = ++next_conn_id;
+	uv_tcp_init(d->loop, &c->tcp);
+	c->tcp.data = c;
+	if ((err = uv_tcp_open(&c->tcp, fd))) {
+		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		return err;
+	}
+	conn_start(d, c);
+	return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct daemon *d = server->data;
+	struct nbd_conn *c;
+
+	if (status < 0) {
+		tdo_log(TDO_LOG_WARN, "nbd", "accept: %s", uv_strerror(status));
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->d = d;
+	c->id = ++next_conn_id;
+	uv_tcp_init(d->loop, &c->tcp);
+	c->tcp.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		return;
+	}
+	conn_start(d, c);
 }
 
 int nbd_listen(struct daemon *d, const char *host, int port)

@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin):|PASSED' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|nbd_fuzz):|PASSED' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -61,6 +61,7 @@ echo "== command line"
 run "cli" tests/cli.sh "$SCRATCH/cli"
 
 echo "== testudod"
+run "nbd fuzz corpus ($(ls tests/fuzz/corpus | wc -l) inputs)" env TMPDIR="$SCRATCH" "$BUILD"/tests/nbd_fuzz tests/fuzz/corpus/*
 run "nbd interop, protocol, restart" tests/nbd.sh "$SCRATCH/nbd"
 rm -rf "$SCRATCH/nbd"
 if [ -x tests/admin.sh ]; then
