@@ -7,11 +7,11 @@
  * Replay walks the chain of batches from the checkpoint's position: batch
  * seq must rise by one; when the next batch is not right after the last,
  * the chain continues at the start of the segment whose first batch has
- * the expected seq. Every batch's header area and payloads are verified.
- * The writer keeps one batch in flight, so only the newest batch can be
- * torn: a batch that fails its payload checksums and has no successor is
- * the torn tail and is cut off; one that has a successor is damage in the
- * middle of the log, kept so that reads of those blocks fail with -EIO.
+ * the expected seq. Only header areas are read (and verified): the index
+ * needs nothing else, and every payload keeps its checksum in the index,
+ * so reads catch damage. The writer keeps one batch in flight, so only the
+ * newest batch can be torn: its payloads are read and verified, and if they
+ * fail it is the torn tail and is cut off.
  *
  * A record applies to a block only if its LSN is at least the entry's
  * (cleaner copies repeat an LSN and move a block; an older copy never
@@ -136,59 +136,39 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 
 /* ---- replay ------------------------------------------------------------- */
 
-struct win {
-	uint8_t *buf;
-	uint32_t cap;
-	uint32_t seg;
-	uint32_t off, len;          /* bytes of the segment held */
-};
-
-/* Make bytes [off, off+len) of segment SEG available; returns a pointer. */
-static int win_get(struct tdo_engine *e, struct win *w, uint32_t seg, uint32_t off,
-                   uint32_t len, uint8_t **out)
+/* The header area of the batch at (SEG, OFF) with seq SEQ, read into *BUF
+ * (grown as needed): 0, or -EILSEQ when there is no such batch. Payloads
+ * are not read: replay needs only the headers, except for the last batch. */
+static int batch_at(struct tdo_engine *e, uint8_t **buf, uint32_t *cap, uint32_t seg,
+                    uint32_t off, uint64_t seq)
 {
-	uint64_t segsz = e->sb.sb_seg_size;
-	int err;
-
-	if ((uint64_t)off + len > segsz || len > w->cap)
-		return -EILSEQ;
-	if (w->seg != seg || off < w->off || off + len > w->off + w->len) {
-		uint32_t n = (uint32_t)(segsz - off < w->cap ? segsz - off : w->cap);
-		err = dev_pread(&e->dev, w->buf, n, e->sb.sb_seg_start + (uint64_t)seg * segsz + off);
-		if (err)
-			return err;
-		w->seg = seg;
-		w->off = off;
-		w->len = n;
-	}
-	*out = w->buf + (off - w->off);
-	return 0;
-}
-
-/* Batch at (SEG, OFF) with seq SEQ: 0 and *BH when its header area checks
- * out, -EILSEQ when there is no such batch. */
-static int batch_at(struct tdo_engine *e, struct win *w, uint32_t seg, uint32_t off,
-                    uint64_t seq, uint8_t **bh)
-{
-	uint64_t limit;
-	uint8_t *p;
+	uint64_t base = e->sb.sb_seg_start + (uint64_t)seg * e->sb.sb_seg_size + off;
+	const struct tdo_batch_hdr *bh;
 	int err;
 
 	if ((uint64_t)off + TDO_BLOCK_SIZE > e->sb.sb_seg_size)
 		return -EILSEQ;
-	limit = e->sb.sb_seg_size - off;
-	err = win_get(e, w, seg, off, TDO_BLOCK_SIZE, &p);
-	if (err)
+	if ((err = dev_pread(&e->dev, *buf, TDO_BLOCK_SIZE, base)))
 		return err;
-	if (batch_check_head((const void *)p, e->sb.sb_uuid, seq, limit))
+	bh = (const void *)*buf;
+	if (batch_check_head(bh, e->sb.sb_uuid, seq, e->sb.sb_seg_size - off))
 		return -EILSEQ;
-	err = win_get(e, w, seg, off, ((const struct tdo_batch_hdr *)(void *)p)->bh_len, &p);
-	if (err)
+	if (bh->bh_hdr_len > *cap) {
+		uint32_t n = bh->bh_hdr_len;
+		uint8_t *nb = dev_alloc(n);
+		if (!nb)
+			return -ENOMEM;
+		memcpy(nb, *buf, TDO_BLOCK_SIZE);
+		free(*buf);
+		*buf = nb;
+		*cap = n;
+		bh = (const void *)*buf;
+	}
+	if (bh->bh_hdr_len > TDO_BLOCK_SIZE &&
+	    (err = dev_pread(&e->dev, *buf + TDO_BLOCK_SIZE, bh->bh_hdr_len - TDO_BLOCK_SIZE,
+	                     base + TDO_BLOCK_SIZE)))
 		return err;
-	if (batch_check_area(p))
-		return -EILSEQ;
-	*bh = p;
-	return 0;
+	return batch_check_area(*buf) ? -EILSEQ : 0;
 }
 
 static bool payloads_ok(const uint8_t *batch)
@@ -229,88 +209,132 @@ static uint32_t find_seg(struct tdo_engine *e, uint64_t **first, uint64_t seq)
 }
 
 /* Where the batch SEQ would be after one ending at (SEG, OFF). */
-static int locate(struct tdo_engine *e, struct win *w, uint64_t **first,
-                  uint32_t *seg, uint32_t *off, uint64_t seq, uint8_t **bh)
+static int locate(struct tdo_engine *e, uint8_t **buf, uint32_t *cap, uint64_t **first,
+                  uint32_t *seg, uint32_t *off, uint64_t seq)
 {
 	uint32_t s;
 
-	if (batch_at(e, w, *seg, *off, seq, bh) == 0)
+	if (batch_at(e, buf, cap, *seg, *off, seq) == 0)
 		return 0;
 	s = find_seg(e, first, seq);
-	if (s == UINT32_MAX || batch_at(e, w, s, 0, seq, bh))
+	if (s == UINT32_MAX || batch_at(e, buf, cap, s, 0, seq))
 		return -EILSEQ;
 	*seg = s;
 	*off = 0;
 	return 0;
 }
 
-int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
+/* Apply a batch whose header area is HDR. FULL, when not NULL, is the whole
+ * batch (payloads too); otherwise the few payloads that replay needs
+ * (volume descriptors) are read one by one. */
+static int apply_batch(struct tdo_engine *e, const uint8_t *hdr, const uint8_t *full,
+                       uint32_t seg, uint32_t off)
 {
-	struct win w = { 0 };
-	uint64_t *first = NULL;
-	uint8_t *bh;
+	const struct tdo_batch_hdr *h = (const void *)hdr;
+	const struct tdo_rec_hdr *r = (const void *)(h + 1);
+	uint64_t base = e->sb.sb_seg_start + (uint64_t)seg * e->sb.sb_seg_size + off;
 	int err = 0;
 
-	w.cap = (uint32_t)(e->sb.sb_seg_size < (8u << 20) ? e->sb.sb_seg_size : (8u << 20));
-	w.buf = dev_alloc(w.cap);
-	w.seg = UINT32_MAX;
-	if (!w.buf)
+	for (uint32_t i = 0; i < h->bh_nrec && !err; i++) {
+		uint64_t sector = (base + r[i].rec_poff) / TDO_SECTOR_SIZE;
+		const void *payload = NULL;
+		uint8_t *tmp = NULL;
+
+		if (r[i].rec_plen && (r[i].rec_type == TDO_REC_VOL_CREATE || r[i].rec_type == TDO_REC_VOL_RESIZE)) {
+			if (full) {
+				payload = full + r[i].rec_poff;
+			} else {
+				size_t n = round_up(r[i].rec_plen, TDO_SECTOR_SIZE);
+				tmp = dev_alloc(n);
+				if (!tmp)
+					return -ENOMEM;
+				if ((err = dev_pread(&e->dev, tmp, n, base + r[i].rec_poff))) {
+					free(tmp);
+					return err;
+				}
+				payload = tmp;
+			}
+			if (tdo_csum(payload, r[i].rec_plen) != r[i].rec_pcsum) {
+				tdo_log(TDO_LOG_WARN, "recovery", "volume record in batch %llu at segment %u offset %u is damaged; skipped",
+				        (unsigned long long)h->bh_seq, seg, off);
+				payload = NULL;
+			}
+		}
+		if (payload || !(r[i].rec_type == TDO_REC_VOL_CREATE || r[i].rec_type == TDO_REC_VOL_RESIZE))
+			err = rcv_apply(e, &r[i], payload, sector, true, UINT64_MAX);
+		free(tmp);
+		/* the lifetime counters, as the write path keeps them */
+		if (r[i].rec_type == TDO_REC_DATA && (r[i].rec_flags & TDO_RECF_RELOC))
+			e->st.clean_bytes += r[i].rec_plen;
+		else if (r[i].rec_type == TDO_REC_DATA)
+			e->st.user_bytes += TDO_BLOCK_SIZE;
+	}
+	if (!err) {
+		e->segs[seg].age = h->bh_seq;
+		e->st.replayed_batches++;
+		e->st.log_bytes += h->bh_len;
+	}
+	return err;
+}
+
+int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
+{
+	uint32_t cap = TDO_BLOCK_SIZE, pcap = 0, pseg = 0, poff = 0;
+	uint8_t *buf = dev_alloc(cap), *prev = NULL;
+	uint64_t *first = NULL;
+	bool have_prev = false;
+	int err = 0;
+
+	if (!buf)
 		return -ENOMEM;
+	/* a batch is applied once the next one is found (so it was complete
+	 * before the next was written); the last one only if its payloads
+	 * check out, since only the newest batch can be torn */
+	while (locate(e, &buf, &cap, &first, &seg, &off, seq) == 0) {
+		const struct tdo_batch_hdr *h = (const void *)buf;
 
-	while (locate(e, &w, &first, &seg, &off, seq, &bh) == 0) {
-		const struct tdo_batch_hdr *h = (const void *)bh;
-		const struct tdo_rec_hdr *r = (const void *)(h + 1);
-		uint32_t len = h->bh_len;
-		uint8_t *copy = NULL;
-
-		if (!payloads_ok(bh)) {
-			/* torn tail, or damage with a successor? */
-			uint32_t s2 = seg, o2 = off + len;
-			uint8_t *nb;
-
-			copy = malloc(len);
-			if (!copy) {
+		if (have_prev && (err = apply_batch(e, prev, NULL, pseg, poff)))
+			break;
+		if (h->bh_hdr_len > pcap) {
+			free(prev);
+			prev = malloc(h->bh_hdr_len);
+			pcap = prev ? h->bh_hdr_len : 0;
+			if (!prev) {
 				err = -ENOMEM;
 				break;
 			}
-			memcpy(copy, bh, len);
-			if (locate(e, &w, &first, &s2, &o2, seq + 1, &nb)) {
-				tdo_log(TDO_LOG_INFO, "recovery",
-				        "cut torn tail: batch %llu at segment %u offset %u failed its checksums",
-				        (unsigned long long)seq, seg, off);
-				free(copy);
-				break;
-			}
-			tdo_log(TDO_LOG_WARN, "recovery",
-			        "batch %llu at segment %u offset %u is damaged; its blocks will read as errors",
-			        (unsigned long long)seq, seg, off);
-			bh = copy;
-			h = (const void *)bh;
-			r = (const void *)(h + 1);
 		}
-		for (uint32_t i = 0; i < h->bh_nrec; i++) {
-			uint64_t sector = (e->sb.sb_seg_start + (uint64_t)seg * e->sb.sb_seg_size + off +
-			                   r[i].rec_poff) / TDO_SECTOR_SIZE;
-			err = rcv_apply(e, &r[i], r[i].rec_plen ? bh + r[i].rec_poff : NULL, sector, true,
-			                UINT64_MAX);
-			if (err)
-				break;
-			/* the lifetime counters, as the write path keeps them */
-			if (r[i].rec_type == TDO_REC_DATA && (r[i].rec_flags & TDO_RECF_RELOC))
-				e->st.clean_bytes += r[i].rec_plen;
-			else if (r[i].rec_type == TDO_REC_DATA)
-				e->st.user_bytes += TDO_BLOCK_SIZE;
-		}
-		free(copy);
-		if (err)
-			break;
-		e->segs[seg].age = seq;
-		e->st.replayed_batches++;
-		e->st.log_bytes += len;
-		off += len;
+		memcpy(prev, buf, h->bh_hdr_len);
+		have_prev = true;
+		pseg = seg;
+		poff = off;
+		off += h->bh_len;
 		seq++;
 	}
-	free(w.buf);
+	if (!err && have_prev) {
+		const struct tdo_batch_hdr *h = (const void *)prev;
+		uint8_t *full = dev_alloc(h->bh_len);
+
+		if (!full)
+			err = -ENOMEM;
+		else if (!(err = dev_pread(&e->dev, full, h->bh_len,
+		                           e->sb.sb_seg_start + (uint64_t)pseg * e->sb.sb_seg_size + poff))) {
+			if (memcmp(full, prev, h->bh_hdr_len) == 0 && payloads_ok(full)) {
+				err = apply_batch(e, prev, full, pseg, poff);
+			} else {
+				tdo_log(TDO_LOG_INFO, "recovery",
+				        "cut torn tail: batch %llu at segment %u offset %u failed its checksums",
+				        (unsigned long long)h->bh_seq, pseg, poff);
+				/* the log ends before it */
+				seg = pseg;
+				off = poff;
+				seq--;
+			}
+		}
+		free(full);
+	}
+	free(buf);
+	free(prev);
 	free(first);
 	if (err)
 		return err;
