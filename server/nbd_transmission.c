@@ -337,6 +337,23 @@ static void submit(struct txreq *r)
 		rw_done(r, err);
 }
 
+static struct txreq *new_req(struct nbd_conn *c);
+
+/* The rejected write's payload is gone: answer it. 0, or -1 when closed. */
+static int answer_drained(struct nbd_conn *c)
+{
+	struct txreq *r = new_req(c);
+
+	c->state = CS_REQ_HEADER;
+	if (!r) {
+		conn_close(c, "out of memory");
+		return -1;
+	}
+	reply_plain(r, c->drain_err);
+	finish(r, c->drain_err, 0);
+	return 0;
+}
+
 static struct txreq *new_req(struct nbd_conn *c)
 {
 	struct txreq *r = calloc(1, sizeof *r);
@@ -401,8 +418,8 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 				c->drain_left = c->req.length;
 				c->drain_err = err;
 				c->state = CS_REQ_DRAIN;
-				if (!c->drain_left)
-					goto drained;
+				if (!c->drain_left && answer_drained(c))
+					return -1;
 				return sizeof q;
 			}
 			c->payload = malloc(c->req.length ? c->req.length : 1);
@@ -428,17 +445,6 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			submit(r);
 		}
 		return c->closing ? -1 : (ssize_t)sizeof q;
-	drained: {
-			struct txreq *dr = new_req(c);
-			c->state = CS_REQ_HEADER;
-			if (!dr) {
-				conn_close(c, "out of memory");
-				return -1;
-			}
-			reply_plain(dr, c->drain_err);
-			finish(dr, c->drain_err, 0);
-			return sizeof q;
-		}
 	}
 	case CS_REQ_PAYLOAD: {
 		size_t take = c->req.length - c->payload_got;
@@ -464,16 +470,8 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 	case CS_REQ_DRAIN: {
 		size_t take = c->drain_left < n ? (size_t)c->drain_left : n;
 		c->drain_left -= take;
-		if (c->drain_left == 0) {
-			struct txreq *r = new_req(c);
-			c->state = CS_REQ_HEADER;
-			if (!r) {
-				conn_close(c, "out of memory");
-				return -1;
-			}
-			reply_plain(r, c->drain_err);
-			finish(r, c->drain_err, 0);
-		}
+		if (c->drain_left == 0 && answer_drained(c))
+			return -1;
 		return (ssize_t)take;
 	}
 	default:

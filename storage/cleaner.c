@@ -120,17 +120,9 @@ static void clean_after(uv_work_t *wk, int status)
 			break;
 		for (uint32_t i = 0; i < bh->bh_nrec; i++) {
 			uint64_t sector = (seg_base + off + r[i].rec_poff) / TDO_SECTOR_SIZE;
-			struct vol *v;
-			struct tdo_ie ie;
 			struct wreq *w;
 
-			if (r[i].rec_type != TDO_REC_DATA)
-				continue;
-			v = eng_vol(e, r[i].rec_vol);
-			if (!v || r[i].rec_block >= v->idx.nblocks)
-				continue;
-			ie = idx_get(&v->idx, r[i].rec_block);
-			if (!ie_has_payload(ie) || ie_sector(ie) != sector)
+			if (!eng_record_live(e, &r[i], sector, NULL, NULL))
 				continue;
 			w = calloc(1, sizeof *w);
 			if (!w)

@@ -49,6 +49,27 @@ struct vol *eng_vol_by_name(struct tdo_engine *e, const char *name)
 	return NULL;
 }
 
+bool eng_record_live(struct tdo_engine *e, const struct tdo_rec_hdr *r, uint64_t sector,
+                     struct vol **vp, struct tdo_ie *iep)
+{
+	struct vol *v;
+	struct tdo_ie ie;
+
+	if (r->rec_type != TDO_REC_DATA)
+		return false;
+	v = eng_vol(e, r->rec_vol);
+	if (!v || r->rec_block >= v->idx.nblocks)
+		return false;
+	ie = idx_get(&v->idx, r->rec_block);
+	if (!ie_has_payload(ie) || ie_sector(ie) != sector)
+		return false;
+	if (vp)
+		*vp = v;
+	if (iep)
+		*iep = ie;
+	return true;
+}
+
 uint64_t eng_sector_to_seg(struct tdo_engine *e, uint64_t sector)
 {
 	uint64_t off = sector * TDO_SECTOR_SIZE;

@@ -273,6 +273,10 @@ void eng_poison(struct tdo_engine *e, int err, const char *what);
 /* Account for an index change: payload moved in or out of segments. */
 void eng_account(struct tdo_engine *e, struct vol *v, struct tdo_ie old, struct tdo_ie neu);
 uint64_t eng_sector_to_seg(struct tdo_engine *e, uint64_t sector);
+/* Does the index still name data record R, whose payload is at SECTOR?
+ * (Its volume and entry into *VP and *IEP when not NULL.) */
+bool eng_record_live(struct tdo_engine *e, const struct tdo_rec_hdr *r, uint64_t sector,
+                     struct vol **vp, struct tdo_ie *iep);
 uint64_t eng_capacity(const struct tdo_sb *sb);
 void eng_maybe_finish_close(struct tdo_engine *e);
 /* Free segment S now if nothing durable can still need it. */

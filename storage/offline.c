@@ -228,13 +228,7 @@ int tdo_check(const char *path, FILE *out)
 				struct vol *v;
 				struct tdo_ie ie;
 
-				if (r[i].rec_type != TDO_REC_DATA)
-					continue;
-				v = eng_vol(e, r[i].rec_vol);
-				if (!v || r[i].rec_block >= v->idx.nblocks)
-					continue;
-				ie = idx_get(&v->idx, r[i].rec_block);
-				if (!ie_has_payload(ie) || ie_sector(ie) != sector)
+				if (!eng_record_live(e, &r[i], sector, &v, &ie))
 					continue; /* an older version: dead */
 				records++;
 				seen_set(&c.seen, sector);

@@ -565,13 +565,9 @@ static void fail_pending(struct tdo_engine *e, struct list *q)
  * version a copy carries is still the newest. */
 static bool reloc_still_live(struct tdo_engine *e, struct wreq *w)
 {
-	struct vol *v = eng_vol(e, w->rh.rec_vol);
 	struct tdo_ie ie;
 
-	if (!v || w->rh.rec_block >= v->idx.nblocks)
-		return false;
-	ie = idx_get(&v->idx, w->rh.rec_block);
-	return ie_has_payload(ie) && ie_sector(ie) == w->old_sector && ie_lsn(ie) == w->rh.rec_lsn;
+	return eng_record_live(e, &w->rh, w->old_sector, NULL, &ie) && ie_lsn(ie) == w->rh.rec_lsn;
 }
 
 /* Fill B from queue Q while it fits in ROOM bytes. */
