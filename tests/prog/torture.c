@@ -20,6 +20,10 @@
  *
  * Every sector written carries a stamp (write id, sector number) followed
  * by bytes derived from both, so any sector names the write it came from.
+ *
+ * Debugging: TDO_LOG_INFO=1 shows recovery's log lines; TDO_DEBUG_COPY=1
+ * keeps a copy of the device as the crash left it (FILE.pre) and stops at
+ * the first failed iteration, so the image can be examined.
  */
 #include <errno.h>
 #include <fcntl.h>
