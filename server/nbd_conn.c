@@ -3,7 +3,8 @@
  * DESIGN: an NBD connection's life: accept, read, hand bytes to the
  * handshake or transmission parser, queue replies, close. Reads go into a
  * per-connection buffer that grows to hold one message; the parsers take
- * what is complete. Reading stops while too many requests or reply bytes
+ * what is complete. The rest of a write's payload is read straight into
+ * its own buffer, which goes to the engine without another copy. Reading stops while too many requests or reply bytes
  * are in flight (back-pressure) and resumes as they drain.
  *
  * Must never: free a connection outside its close callback, or let one
@@ -129,6 +130,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct nbd_conn *c = h->data;
 
 	(void)suggested;
+	if (c->state == CS_REQ_PAYLOAD && c->in_len == 0) {
+		/* the rest of a write's payload: straight into its buffer */
+		buf->base = (char *)c->payload + c->payload_got;
+		buf->len = c->req.length - c->payload_got;
+		return;
+	}
 	if (c->in_cap - c->in_len < IN_CHUNK / 4) {
 		size_t cap = c->in_cap ? c->in_cap * 2 : IN_CHUNK;
 		uint8_t *n;
@@ -190,7 +197,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct nbd_conn *c = s->data;
 
-	(void)buf;
 	if (nread < 0) {
 		conn_close(c, nread == UV_EOF ? (c->state <= CS_OPT_HEADER ? "client hung up during the handshake"
 		                                                        : "client hung up")
@@ -199,7 +205,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == UV_ENOBUFS || nread == 0)
 		return;
-	c->in_len += (size_t)nread;
+	if (c->payload && buf->base == (char *)c->payload + c->payload_got) {
+		c->payload_got += (uint32_t)nread;
+		if (c->payload_got == c->req.length && tx_payload_done(c))
+			return;
+	} else {
+		c->in_len += (size_t)nread;
+	}
 	parse(c);
 	if (!c->closing)
 		update_reading(c);

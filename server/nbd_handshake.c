@@ -370,7 +370,6 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			return -1;
 		}
 		c->opt = be32toh(h.option);
-		c->opt_len = len;
 		handle_option(c, p + sizeof h, len);
 		return c->closing ? -1 : (ssize_t)(sizeof h + len);
 	}

@@ -41,7 +41,7 @@ struct nbd_conn {
 	bool no_zeroes;
 	bool structured;            /* NBD_OPT_STRUCTURED_REPLY negotiated */
 	bool meta_base;             /* base:allocation selected */
-	uint32_t opt, opt_len;      /* option being read */
+	uint32_t opt;               /* option being answered */
 	uint32_t nopts;
 
 	/* the export, once chosen */
@@ -81,6 +81,9 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n);
 
 /* nbd_transmission.c */
 ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n);
+/* A write's payload is complete in c->payload: hand it to the engine.
+ * 0, or -1 when the connection was closed. */
+int tx_payload_done(struct nbd_conn *c);
 /* The engine error or cause mapped to the NBD error code; the one place. */
 uint32_t nbd_errno(int err);
 

@@ -373,6 +373,22 @@ static struct txreq *new_req(struct nbd_conn *c)
 	return r;
 }
 
+int tx_payload_done(struct nbd_conn *c)
+{
+	struct txreq *r;
+
+	c->state = CS_REQ_HEADER;
+	r = new_req(c);
+	if (!r) {
+		conn_close(c, "out of memory");
+		return -1;
+	}
+	r->buf = c->payload;
+	c->payload = NULL;
+	submit(r);
+	return c->closing ? -1 : 0;
+}
+
 ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 {
 	switch (c->state) {
@@ -448,24 +464,14 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 	}
 	case CS_REQ_PAYLOAD: {
 		size_t take = c->req.length - c->payload_got;
-		struct txreq *r;
 
 		if (take > n)
 			take = n;
 		memcpy(c->payload + c->payload_got, p, take);
 		c->payload_got += (uint32_t)take;
-		if (c->payload_got < c->req.length)
-			return (ssize_t)take;
-		c->state = CS_REQ_HEADER;
-		r = new_req(c);
-		if (!r) {
-			conn_close(c, "out of memory");
+		if (c->payload_got == c->req.length && tx_payload_done(c))
 			return -1;
-		}
-		r->buf = c->payload;
-		c->payload = NULL;
-		submit(r);
-		return c->closing ? -1 : (ssize_t)take;
+		return (ssize_t)take;
 	}
 	case CS_REQ_DRAIN: {
 		size_t take = c->drain_left < n ? (size_t)c->drain_left : n;

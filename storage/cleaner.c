@@ -33,7 +33,7 @@ struct clean_job {
 	uint32_t copies;
 };
 
-int cln_pick_victim(struct tdo_engine *e)
+static int cln_pick_victim(struct tdo_engine *e)
 {
 	double best = 0;
 	int victim = -1;

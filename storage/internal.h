@@ -196,7 +196,6 @@ struct wreq {
 	bool meta_done;             /* VOLOP record placed */
 	int parts;                  /* batches holding part of it, in flight */
 	int status;
-	bool queued;                /* in the pending queue */
 	/* WR_VOLOP */
 	int rec_type;
 	struct tdo_vol_desc desc;
@@ -329,7 +328,6 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 
 void cln_maybe_start(struct tdo_engine *e);
 void cln_reloc_done(struct tdo_engine *e, struct wreq *w);
-int cln_pick_victim(struct tdo_engine *e);
 
 /* ---- format.c --------------------------------------------------------- */
 

@@ -18,17 +18,13 @@
 
 #include "internal.h"
 
-struct rblk {
-	struct tdo_ie ie;
-};
-
 struct rjob {
 	uv_work_t work;
 	struct tdo_engine *e;
 	uint32_t vol;
 	uint64_t b0;
 	uint32_t n;
-	struct rblk *blk;
+	struct tdo_ie *blk;         /* each block's index entry at dispatch */
 	uint8_t *dst;               /* n blocks */
 	uint8_t *bounce;            /* owned; dst == bounce when set */
 	void *user;                 /* copy out of the bounce buffer */
@@ -46,7 +42,7 @@ static void read_work(uv_work_t *wk)
 	uint8_t *scratch = NULL;
 
 	for (uint32_t i = 0; i < j->n && !j->status; i++) {
-		struct tdo_ie ie = j->blk[i].ie;
+		struct tdo_ie ie = j->blk[i];
 		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
 		int k = ie_kind(ie);
 
@@ -57,8 +53,8 @@ static void read_work(uv_work_t *wk)
 		if (k == TDO_IE_DATA) {
 			/* a run of raw blocks laid out back to back on the device */
 			uint32_t run = 1;
-			while (i + run < j->n && ie_kind(j->blk[i + run].ie) == TDO_IE_DATA &&
-			       ie_sector(j->blk[i + run].ie) == ie_sector(ie) + (uint64_t)run * 8 &&
+			while (i + run < j->n && ie_kind(j->blk[i + run]) == TDO_IE_DATA &&
+			       ie_sector(j->blk[i + run]) == ie_sector(ie) + (uint64_t)run * 8 &&
 			       run < 256)
 				run++;
 			j->status = dev_pread(d, out, (size_t)run * TDO_BLOCK_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE);
@@ -66,10 +62,10 @@ static void read_work(uv_work_t *wk)
 				break;
 			for (uint32_t r = 0; r < run; r++) {
 				if ((uint32_t)tdo_csum(out + (size_t)r * TDO_BLOCK_SIZE, TDO_BLOCK_SIZE) !=
-				    j->blk[i + r].ie.ie_c) {
+				    j->blk[i + r].ie_c) {
 					j->status = -EIO;
 					j->bad_block = j->b0 + i + r;
-					j->bad_sector = ie_sector(j->blk[i + r].ie);
+					j->bad_sector = ie_sector(j->blk[i + r]);
 					break;
 				}
 			}
@@ -105,9 +101,9 @@ static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
 	for (uint32_t i = 0; i < j->n; i++) {
 		uint64_t s;
 
-		if (!ie_has_payload(j->blk[i].ie))
+		if (!ie_has_payload(j->blk[i]))
 			continue;
-		s = eng_sector_to_seg(e, ie_sector(j->blk[i].ie));
+		s = eng_sector_to_seg(e, ie_sector(j->blk[i]));
 		if (s >= e->sb.sb_seg_count)
 			continue;
 		if (delta > 0) {
@@ -156,7 +152,6 @@ static void read_after(uv_work_t *wk, int status)
 
 static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
 {
-	bool any = false;
 	int err;
 
 	j->e = e;
@@ -165,10 +160,8 @@ static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
 	if (!j->blk)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < j->n; i++) {
-		j->blk[i].ie = idx_get(&v->idx, j->b0 + i);
-		any |= ie_has_payload(j->blk[i].ie);
+		j->blk[i] = idx_get(&v->idx, j->b0 + i);
 	}
-	(void)any;
 	seg_refs(e, j, +1);
 	e->reads_inflight++;
 	j->work.data = j;

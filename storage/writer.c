@@ -94,7 +94,6 @@ static void enqueue(struct tdo_engine *e, struct wreq *w)
 		w->epoch = v->d.vd_epoch;
 	}
 	w->next_b = w->b0;
-	w->queued = true;
 	list_add_tail(w->kind == WR_RELOC ? &e->pending_reloc : &e->pending, &w->link);
 	eng_kick(e);
 }
@@ -335,9 +334,15 @@ static void advance(struct wreq *w, const struct bitem *it)
 		w->next_b += it->count;
 }
 
+/* A whole uncompressed block: it goes at a 4 KiB-aligned offset. */
+static bool is_raw(const struct bitem *it)
+{
+	return it->type == TDO_REC_DATA && !(it->flags & TDO_RECF_LZ4) && it->srclen == TDO_BLOCK_SIZE;
+}
+
 static uint32_t item_bound(const struct bitem *it, uint32_t *raw, uint32_t *small_sect)
 {
-	if (it->type == TDO_REC_DATA && !(it->flags & TDO_RECF_LZ4) && it->srclen == TDO_BLOCK_SIZE) {
+	if (is_raw(it)) {
 		(*raw)++;
 		return TDO_BLOCK_SIZE;
 	}
@@ -359,15 +364,9 @@ static void batch_work(uv_work_t *wk)
 	struct tdo_rec_hdr *rh = (void *)(bh + 1);
 	uint32_t hdr_len = batch_hdr_len(b->n);
 	uint32_t raw_off = hdr_len, small_off, nraw = 0;
-	uint8_t *stored = malloc((size_t)b->n * sizeof(uint32_t));
-	uint32_t *clen = (uint32_t *)(void *)stored;
 	uint8_t *cbuf = NULL;
 	uint32_t ncomp = 0;
 
-	if (!stored) {
-		b->status = -ENOMEM;
-		return;
-	}
 	/* compress first: an lz4 payload that saves a sector goes in the
 	 * small area, the rest stays raw */
 	for (uint32_t i = 0; i < b->n; i++)
@@ -376,7 +375,6 @@ static void batch_work(uv_work_t *wk)
 	if (ncomp) {
 		cbuf = malloc((size_t)ncomp * LZ4_MAX_NSECT * TDO_SECTOR_SIZE);
 		if (!cbuf) {
-			free(stored);
 			b->status = -ENOMEM;
 			return;
 		}
@@ -384,17 +382,17 @@ static void batch_work(uv_work_t *wk)
 	ncomp = 0;
 	for (uint32_t i = 0; i < b->n; i++) {
 		struct bitem *it = &b->items[i];
-		clen[i] = 0;
 		if (it->compress) {
-			clen[i] = rec_compress(it->src, cbuf + (size_t)ncomp * LZ4_MAX_NSECT * TDO_SECTOR_SIZE);
-			if (clen[i]) {
-				it->src = cbuf + (size_t)ncomp * LZ4_MAX_NSECT * TDO_SECTOR_SIZE;
-				it->srclen = clen[i];
+			uint8_t *slot = cbuf + (size_t)ncomp * LZ4_MAX_NSECT * TDO_SECTOR_SIZE;
+			uint32_t clen = rec_compress(it->src, slot);
+			if (clen) {
+				it->src = slot;
+				it->srclen = clen;
 				it->flags |= TDO_RECF_LZ4;
 				ncomp++;
 			}
 		}
-		if (it->type == TDO_REC_DATA && !(it->flags & TDO_RECF_LZ4) && it->srclen == TDO_BLOCK_SIZE)
+		if (is_raw(it))
 			nraw++;
 	}
 	small_off = hdr_len + nraw * TDO_BLOCK_SIZE;
@@ -406,7 +404,7 @@ static void batch_work(uv_work_t *wk)
 		uint32_t poff = 0;
 
 		if (it->srclen) {
-			if (it->type == TDO_REC_DATA && !(it->flags & TDO_RECF_LZ4) && it->srclen == TDO_BLOCK_SIZE) {
+			if (is_raw(it)) {
 				poff = raw_off;
 				raw_off += TDO_BLOCK_SIZE;
 			} else {
@@ -441,7 +439,6 @@ static void batch_work(uv_work_t *wk)
 	bh->bh_len = b->len;
 	bh->bh_version = TDO_FORMAT_VERSION;
 	batch_seal(bh, hdr_len);
-	free(stored);
 	free(cbuf);
 
 	b->status = dev_pwrite(&e->dev, b->buf, b->len,
@@ -553,7 +550,6 @@ static void fail_pending(struct tdo_engine *e, struct list *q)
 	while (!list_empty(q)) {
 		struct wreq *w = container_of(q->next, struct wreq, link);
 		list_del(&w->link);
-		w->queued = false;
 		w->status = e->poison;
 		w->next_b = w->b1;
 		w->meta_done = true;
@@ -582,16 +578,14 @@ static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t
 			/* superseded since the cleaner read it: copying it now would
 			 * put an old version after the newer one in the log */
 			list_del(&w->link);
-			w->queued = false;
-			w->meta_done = true;
+				w->meta_done = true;
 			complete(e, w);
 			continue;
 		}
 		if (!next_item(e, w, &it)) {
 			/* nothing left to place (e.g. a zero-length op) */
 			list_del(&w->link);
-			w->queued = false;
-			complete(e, w);
+				complete(e, w);
 			continue;
 		}
 		raw = b->nraw;
@@ -614,8 +608,7 @@ static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t
 		advance(w, &it);
 		if (it.last) {
 			list_del(&w->link);
-			w->queued = false;
-		}
+			}
 		if (w->kind != WR_RELOC)
 			b->client = true;
 	}
