@@ -29,6 +29,8 @@ TESTPROG_SRC:= $(wildcard tests/prog/*.c)
 TESTPROG_BIN:= $(TESTPROG_SRC:tests/prog/%.c=$(BUILD)/tests/%)
 BENCHPROG_SRC := $(wildcard bench/prog/*.c)
 BENCHPROG_BIN := $(BENCHPROG_SRC:bench/prog/%.c=$(BUILD)/bench/%)
+TB_SRC      := $(wildcard bench/testudo-bench/*.c)
+TB_OBJ      := $(TB_SRC:%.c=$(BUILD)/%.o)
 
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 # the daemon's NBD code without main.c, for the fuzz harness
@@ -36,7 +38,7 @@ NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SER
 FUZZ_SECONDS ?= 60
 
 .PHONY: all check check-one deps install clean crash-test bench-engine demo fuzz
-all: $(BUILD)/testudo $(BUILD)/testudod $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
+all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -53,6 +55,10 @@ $(BUILD)/testudo: $(TOOLS_OBJ) $(LIBSTORAGE)
 # well-kept Debian library beats a hand-written JSON parser on untrusted input.
 $(BUILD)/testudod: $(SERVER_OBJ) $(LIBSTORAGE)
 	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(LIBSTORAGE) $(LDLIBS) -ljansson
+
+# the NBD load generator and witness; it uses only util.c from the engine library
+$(BUILD)/testudo-bench: $(TB_OBJ) $(LIBSTORAGE)
+	$(CC) $(LDFLAGS) -o $@ $(TB_OBJ) $(LIBSTORAGE) $(LDLIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
@@ -106,6 +112,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/testudo $(DESTDIR)$(PREFIX)/bin/testudo
 	install -m 0755 $(BUILD)/testudod $(DESTDIR)$(PREFIX)/bin/testudod
+	install -m 0755 $(BUILD)/testudo-bench $(DESTDIR)$(PREFIX)/bin/testudo-bench
 
 clean:
 	rm -rf build
