@@ -60,6 +60,10 @@ $(BUILD)/testudod: $(SERVER_OBJ) $(LIBSTORAGE)
 $(BUILD)/testudo-bench: $(TB_OBJ) $(LIBSTORAGE)
 	$(CC) $(LDFLAGS) -o $@ $(TB_OBJ) $(LIBSTORAGE) $(LDLIBS)
 
+$(BUILD)/tests/unit/test_bench: tests/unit/test_bench.c $(filter-out %/main.o,$(TB_OBJ)) $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ibench/testudo-bench -o $@ $(filter %.c %.o %.a,$^) $(LDFLAGS) $(LDLIBS) -lcmocka
+
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka

@@ -205,15 +205,16 @@ static bool pick(struct run *r, struct slot *s)
 	struct conn *c = s->c;
 	if (o->rw == TB_RW_VERIFY_PASS)
 		return pick_verify(r, s);
-	if ((o->ops && r->issued_ops >= o->ops) || (o->bytes && r->issued_bytes >= o->bytes))
-		return false;
 	if (o->flush_every && c->writes_since_flush >= o->flush_every) {
+		/* before the limits: the last writes of a run get their FLUSH too */
 		c->writes_since_flush = 0;
 		s->type = NBD_CMD_FLUSH;
 		s->off = 0;
 		s->len = 0;
 		return true;
 	}
+	if ((o->ops && r->issued_ops >= o->ops) || (o->bytes && r->issued_bytes >= o->bytes))
+		return false;
 	bool read;
 	switch (o->rw) {
 	case TB_READ: case TB_RANDREAD: read = true; break;
