@@ -37,7 +37,7 @@ LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-one deps install clean crash-test bench-engine demo fuzz
+.PHONY: all check check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz
 all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
@@ -108,6 +108,14 @@ demo: all
 
 bench-engine: all
 	BUILD=$(BUILD) bench/engine
+
+# testudod against nbdkit, qemu-nbd and nbd-server, through testudo-bench and fio
+bench-nbd: all
+	BUILD=$(BUILD) bench/nbd-compare
+
+# testudo-bench's figures against fio's on one testudod volume
+bench-accuracy: all
+	BUILD=$(BUILD) bench/accuracy
 
 deps:
 	tools/install-deps.sh

@@ -72,6 +72,10 @@ fi
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"
 rm -rf "$SCRATCH/bench"
+# the accuracy check measures; the sanitizer build would only measure the sanitizers
+if [ "$BUILD" = build ] || [ "${ACCURACY:-0}" = 1 ]; then
+	run "bench: IOPS and latency within 10% of fio" env QUICK=1 TMPDIR="$SCRATCH" bench/accuracy
+fi
 
 T=$BUILD/tests/torture
 echo "== engine, file backend"

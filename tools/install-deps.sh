@@ -9,7 +9,7 @@ PKGS=(
 	libpmem-dev libcmocka-dev libjansson-dev
 	libnbd-bin python3-libnbd qemu-utils     # NBD interop tests: nbdinfo, nbdcopy, nbdsh, qemu-img, qemu-io
 	nbdkit nbd-server nbd-client            # peers for the benchmark
-	fio                                     # bench/engine compares against it
+	fio time                                # bench/engine and bench/accuracy compare against fio; /usr/bin/time
 	util-linux python3 curl                 # losetup, flock; JSON checks and the admin API in tests
 )
 missing=()
