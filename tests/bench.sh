@@ -81,6 +81,9 @@ expect 0 "--flush-every 10 --fua" "$B" "$T" --rw randwrite --ops 100 --flush-eve
 step "--flush-every: 10 flushes for 100 writes" json "$D/last.out" 'j["writes"]==100 and j["flushes"]==10'
 expect 0 "--rate 400 for 2 s" "$B" "$T" --rw randread --qd 4 --rate 400 --time 2 --json
 step "--rate: 800 operations within 10%" json "$D/last.out" '720<=j["ops"]<=880'
+step "--progress: a line a second" bash -c \
+	"'$B' '$T' --rw randread --time 2.5 --progress 2>&1 >/dev/null | grep -c ' IOPS .* MB/s .* p99 ' | grep -qx 2"
+step "not a terminal: quiet" bash -c "[ -z \"\$('$B' '$T' --rw randread --time 1.5 2>&1 >/dev/null)\" ]"
 expect 0 "--range 1M:64k sequential" "$B" "$T" --rw read --bs 16k --ops 10 --range 1M:64k --json
 step "--seed: the same seed gives the same result" bash -c \
 	"'$B' '$T' --rw randwrite --ops 50 --seed 7 --verify '$D/s1' --quiet >/dev/null && '$B' '$T' --rw randwrite --ops 50 --seed 7 --verify '$D/s2' --quiet >/dev/null &&
