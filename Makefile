@@ -19,7 +19,7 @@ endif
 
 STORAGE_SRC := $(wildcard storage/*.c)
 STORAGE_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/%.o)
-SERVER_SRC  := $(wildcard server/*.c)
+SERVER_SRC  := $(wildcard server/*.c) $(wildcard replication/*.c)
 SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TOOLS_SRC   := $(wildcard tools/*.c)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)

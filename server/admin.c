@@ -1092,6 +1092,25 @@ static double write_amp(const struct tdo_engine_stats *st)
 	return (double)(st->user_bytes + st->clean_bytes) / (double)st->user_bytes;
 }
 
+/* This node, its peer listener and what it knows of each peer. */
+static json_t *cluster_json(struct daemon *d)
+{
+	struct tdo_peer_info pi[TDO_MAX_PEERS];
+	int n = tdo_cluster_peers(d->cluster, pi, TDO_MAX_PEERS);
+	uint64_t now = tdo_now_usec();
+	json_t *peers = json_array();
+
+	for (int i = 0; i < n && i < TDO_MAX_PEERS; i++)
+		json_array_append_new(peers, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:s}",
+		        "id", pi[i].id, "address", pi[i].address, "state", tdo_peer_state_name(pi[i].state),
+		        "dialled_by", pi[i].dials ? "us" : "peer",
+		        "state_seconds", (double)(now - pi[i].since_usec) / 1e6,
+		        "connects", (json_int_t)pi[i].connects, "drops", (json_int_t)pi[i].drops,
+		        "last_error", pi[i].last_error));
+	return json_pack("{s:s, s:s, s:s, s:o}", "name", tdo_cluster_name(d->cluster),
+	                 "node_id", tdo_cluster_node_id(d->cluster), "repl", d->repl_addr, "peers", peers);
+}
+
 static void h_status(struct aconn *c)
 {
 	struct daemon *d = c->a->d;
@@ -1128,6 +1147,8 @@ static void h_status(struct aconn *c)
 	              "volumes", tdo_vol_list(d->engine, &one, 0),
 	              "connections", nbd_conn_count(d, NULL),
 	              "engine", eng);
+	if (j && d->cluster)
+		json_object_set_new(j, "cluster", cluster_json(d));
 	send_json(c, 200, NULL, j);
 }
 

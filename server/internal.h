@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "testudo/cluster.h"
 #include "testudo/engine.h"
 #include "testudo/nbd.h"
 #include "testudo/util.h"
@@ -47,7 +48,8 @@ struct daemon {
 	struct tdo_engine *engine;
 	const char *device;
 	uv_tcp_t nbd_listener, admin_listener;
-	char nbd_addr[80], admin_addr[80];
+	char nbd_addr[80], admin_addr[80], repl_addr[80];
+	struct tdo_cluster *cluster;  /* NULL: a node outside any cluster */
 	struct nbd_conn *conns;     /* every open NBD connection */
 	struct metrics met;
 	bool stopping;

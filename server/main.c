@@ -28,6 +28,12 @@ struct settings {
 	char nbd[256];
 	char admin[256];
 	int verbose;
+	/* the cluster: none unless node_id is set */
+	char node_id[TDO_NODE_ID_MAX + 1];
+	char cluster[TDO_CLUSTER_MAX + 1];
+	char repl[256];
+	int npeers;
+	struct tdo_peer_conf peers[TDO_MAX_PEERS];
 };
 
 static struct daemon D;
@@ -38,11 +44,17 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: testudod --device PATH [--nbd HOST:PORT] [--admin HOST:PORT] [--config FILE] [-v]\n"
-	        "  --device PATH      the Testudo device to serve (testudo format PATH first)\n"
-	        "  --nbd HOST:PORT    NBD listener (default 127.0.0.1:10809; port 0 picks one)\n"
-	        "  --admin HOST:PORT  admin HTTP listener (default 127.0.0.1:10810)\n"
-	        "  --config FILE      INI file with the same keys: device, nbd, admin, verbose\n"
-	        "  -v                 debug logging, including every NBD option and request\n");
+	        "                [--node-id ID --repl HOST:PORT [--peer ID=HOST:PORT]... [--cluster NAME]]\n"
+	        "  --device PATH        the Testudo device to serve (testudo format PATH first)\n"
+	        "  --nbd HOST:PORT      NBD listener (default 127.0.0.1:10809; port 0 picks one)\n"
+	        "  --admin HOST:PORT    admin HTTP listener (default 127.0.0.1:10810)\n"
+	        "  --node-id ID         this node's id in its cluster (A-Z a-z 0-9 . _ -, up to 31)\n"
+	        "  --repl HOST:PORT     listener for peer nodes (default 127.0.0.1:10811 with --node-id)\n"
+	        "  --peer ID=HOST:PORT  a peer node and its repl address; repeat for each peer\n"
+	        "  --cluster NAME       cluster name, the same on every node (default testudo)\n"
+	        "  --config FILE        INI file with the same keys: device, nbd, admin, verbose,\n"
+	        "                       node_id, repl, cluster, and one 'peer = ID=HOST:PORT' line per peer\n"
+	        "  -v                   debug logging, including every NBD option and request\n");
 }
 
 int parse_hostport(const char *s, char *host, size_t hostlen, int *port)
@@ -158,6 +170,14 @@ static int read_config(const char *path, struct settings *st)
 			strcpy(st->admin, v);
 		else if (!strcmp(k, "verbose") && (!strcmp(v, "0") || !strcmp(v, "1") || !strcmp(v, "2")))
 			st->verbose = atoi(v);
+		else if (!strcmp(k, "node_id") && !tdo_node_id_valid(v))
+			strcpy(st->node_id, v);
+		else if (!strcmp(k, "cluster") && strlen(v) < sizeof st->cluster)
+			strcpy(st->cluster, v);
+		else if (!strcmp(k, "repl") && strlen(v) < sizeof st->repl)
+			strcpy(st->repl, v);
+		else if (!strcmp(k, "peer") && st->npeers < TDO_MAX_PEERS && !tdo_peer_parse(v, &st->peers[st->npeers]))
+			st->npeers++;
 		else {
 			fprintf(stderr, "testudod: config %s:%d: unknown key or bad value '%s'\n", path, lineno, k);
 			fclose(f);
@@ -208,6 +228,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	D.stopping = true;
 	nbd_shutdown(&D);
 	admin_shutdown(&D);
+	tdo_cluster_stop(D.cluster);
 	if (!D.conns)
 		daemon_conns_drained(&D);
 }
@@ -222,6 +243,11 @@ static void close_any(uv_handle_t *h, void *arg)
 /* Leave after a start-up failure: release the device and the loop. */
 static int bail(uv_loop_t *loop, int code)
 {
+	/* listeners already up would keep the loop running */
+	tdo_cluster_stop(D.cluster);
+	if (D.nbd_listener.loop)
+		nbd_shutdown(&D);
+	admin_shutdown(&D);
 	if (D.engine) {
 		D.stopping = true;
 		tdo_engine_close(D.engine, engine_closed, NULL);
@@ -251,6 +277,25 @@ int main(int argc, char **argv)
 			cli.verbose++;
 		} else if (!strcmp(a, "-vv")) {
 			cli.verbose += 2;
+		} else if (i + 1 < argc && !strcmp(a, "--peer")) {
+			const char *v = argv[++i];
+			if (cli.npeers == TDO_MAX_PEERS || tdo_peer_parse(v, &cli.peers[cli.npeers])) {
+				fprintf(stderr, "testudod: --peer '%s': expected ID=IP:PORT (at most %d peers)\n", v,
+				        TDO_MAX_PEERS);
+				return 2;
+			}
+			cli.npeers++;
+		} else if (i + 1 < argc && (!strcmp(a, "--node-id") || !strcmp(a, "--cluster") || !strcmp(a, "--repl"))) {
+			const char *v = argv[++i];
+			char *dst = !strcmp(a, "--node-id") ? cli.node_id : !strcmp(a, "--cluster") ? cli.cluster : cli.repl;
+			size_t cap = !strcmp(a, "--node-id") ? sizeof cli.node_id : !strcmp(a, "--cluster") ? sizeof cli.cluster
+			             : sizeof cli.repl;
+			if (strlen(v) >= cap || (dst == cli.node_id && tdo_node_id_valid(v))) {
+				fprintf(stderr, "testudod: %s '%s': %s\n", a, v, dst == cli.node_id ?
+				        "1..31 of A-Z a-z 0-9 . _ -" : "value too long");
+				return 2;
+			}
+			strcpy(dst, v);
 		} else if (i + 1 < argc && (!strcmp(a, "--device") || !strcmp(a, "--nbd") ||
 		                            !strcmp(a, "--admin") || !strcmp(a, "--config"))) {
 			const char *v = argv[++i];
@@ -280,6 +325,20 @@ int main(int argc, char **argv)
 		strcpy(st.admin, cli.admin);
 	if (cli.verbose)
 		st.verbose = cli.verbose;
+	if (cli.node_id[0])
+		strcpy(st.node_id, cli.node_id);
+	if (cli.cluster[0])
+		strcpy(st.cluster, cli.cluster);
+	if (cli.repl[0])
+		strcpy(st.repl, cli.repl);
+	if (cli.npeers) {
+		st.npeers = cli.npeers;
+		memcpy(st.peers, cli.peers, sizeof st.peers);
+	}
+	if (!st.node_id[0] && (st.npeers || st.repl[0] || st.cluster[0])) {
+		fprintf(stderr, "testudod: --peer, --repl and --cluster need --node-id\n");
+		return 2;
+	}
 	/* one event per line at INFO by default; -v adds every NBD request */
 	tdo_log_set_level(st.verbose >= 1 ? TDO_LOG_DEBUG : TDO_LOG_INFO);
 	if (!st.device[0]) {
@@ -287,6 +346,22 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* cluster settings are checked before the device is touched */
+	struct tdo_cluster_opts co = { .cluster = st.cluster[0] ? st.cluster : "testudo",
+	                               .node_id = st.node_id, .npeers = st.npeers };
+	char repl_host[256], why[256] = "";
+	memcpy(co.peers, st.peers, sizeof co.peers);
+	if (st.node_id[0]) {
+		if (parse_hostport(st.repl[0] ? st.repl : "127.0.0.1:10811", repl_host, sizeof repl_host, &co.port)) {
+			fprintf(stderr, "testudod: --repl %s: expected HOST:PORT\n", st.repl);
+			return 2;
+		}
+		co.host = repl_host;
+		if (tdo_cluster_opts_check(&co, why, sizeof why)) {
+			fprintf(stderr, "testudod: cluster settings: %s\n", why);
+			return 2;
+		}
+	}
 
 	uv_loop_init(&loop);
 	D.loop = &loop;
@@ -313,6 +388,17 @@ int main(int argc, char **argv)
 	}
 	printf("listening admin %s\n", D.admin_addr);
 	fflush(stdout);
+	if (st.node_id[0]) {
+		if ((err = tdo_cluster_start(&loop, &co, &D.cluster, D.repl_addr, sizeof D.repl_addr, why, sizeof why))) {
+			fprintf(stderr, "testudod: %s: %s\n", err == -EINVAL ? "cluster settings" : "cannot listen for peers",
+			        why);
+			return bail(&loop, err == -EINVAL ? 2 : 1);
+		}
+		printf("listening repl %s\n", D.repl_addr);
+		fflush(stdout);
+		tdo_log(TDO_LOG_INFO, "testudod", "node %s of cluster %s, %d peer%s, peers on %s", st.node_id, co.cluster,
+		        st.npeers, st.npeers == 1 ? "" : "s", D.repl_addr);
+	}
 	tdo_log(TDO_LOG_INFO, "testudod", "serving %s: nbd %s, admin %s", st.device, D.nbd_addr, D.admin_addr);
 
 	uv_signal_init(&loop, &sig_term);

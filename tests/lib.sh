@@ -57,3 +57,74 @@ make_volume() {   # make_volume DIR NAME SIZE [--compress lz4]
 	local dir=$1; shift
 	"$BUILD"/testudo --device "$dir/dev.img" volume create "$@" >/dev/null
 }
+
+# ---- clusters: N nodes n1..nN on loopback, each a peer of every other ----
+#   start_cluster DIR N [testudod args...]  sets CL_PID[i], CL_NBD[i], CL_ADMIN[i], CL_REPL[i]
+#   start_cluster_node I                    (re)start node I on its own ports
+#   stop_cluster_node I                     SIGTERM, assert a clean exit
+#   kill_cluster_node I                     SIGKILL
+#   stop_cluster                            SIGTERM every live node, assert clean exits
+#   peer_state I PEER                       what node I's /v1/status says of PEER
+CL_PID=() CL_NBD=() CL_ADMIN=() CL_REPL=()
+start_cluster() {
+	CL_DIR=$1 CL_N=$2
+	shift 2
+	CL_ARGS=("$@")
+	local ports
+	ports=($($PY -c "import socket
+ss = [socket.socket() for _ in range($CL_N)]
+for s in ss: s.bind(('127.0.0.1', 0))
+print(' '.join(str(s.getsockname()[1]) for s in ss))"))
+	for i in $(seq "$CL_N"); do CL_REPL[$i]=${ports[$((i - 1))]}; CL_NBD[$i]=0; done
+	for i in $(seq "$CL_N"); do start_cluster_node "$i" || return 1; done
+}
+
+start_cluster_node() {
+	local i=$1 d=$CL_DIR/n$1 peers=()
+	for k in $(seq "$CL_N"); do
+		[ "$k" = "$i" ] || peers+=(--peer "n$k=127.0.0.1:${CL_REPL[$k]}")
+	done
+	mkdir -p "$d"
+	[ -e "$d/dev.img" ] || "$BUILD"/testudo format "$d/dev.img" --size "${DEV_SIZE:-1G}" >/dev/null || return 1
+	: >"$d/out"
+	"$BUILD"/testudod --device "$d/dev.img" --nbd "127.0.0.1:${CL_NBD[$i]}" --admin 127.0.0.1:0 \
+		--node-id "n$i" --repl "127.0.0.1:${CL_REPL[$i]}" "${peers[@]}" "${CL_ARGS[@]}" >"$d/out" 2>>"$d/log" &
+	CL_PID[$i]=$!
+	wait_for "node n$i to listen" 20 grep -q "listening repl" "$d/out" || { tail -5 "$d/log" >&2; return 1; }
+	CL_NBD[$i]=$(sed -n 's/^listening nbd .*:\([0-9]*\)$/\1/p' "$d/out")
+	CL_ADMIN[$i]=$(sed -n 's/^listening admin .*:\([0-9]*\)$/\1/p' "$d/out")
+}
+
+stop_cluster_node() {
+	local st=0
+	kill -TERM "${CL_PID[$1]}" 2>/dev/null
+	wait "${CL_PID[$1]}" || st=$?
+	CL_PID[$1]=
+	if [ "$st" -ne 0 ]; then
+		echo "node n$1 exited with status $st after SIGTERM" >&2
+		tail -20 "$CL_DIR/n$1/log" >&2
+		return 1
+	fi
+}
+
+kill_cluster_node() {
+	kill -KILL "${CL_PID[$1]}" 2>/dev/null
+	wait "${CL_PID[$1]}" 2>/dev/null
+	CL_PID[$1]=
+	return 0
+}
+
+stop_cluster() {
+	local bad=0
+	for i in $(seq "${CL_N:-0}"); do
+		[ -n "${CL_PID[$i]:-}" ] || continue
+		kill -CONT "${CL_PID[$i]}" 2>/dev/null
+		stop_cluster_node "$i" || bad=1
+	done
+	return $bad
+}
+
+peer_state() {
+	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/status" |
+		$PY -c "import json,sys; print([p['state'] for p in json.load(sys.stdin)['cluster']['peers'] if p['id']=='$2'][0])"
+}

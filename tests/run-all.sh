@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|nbd_fuzz):|PASSED' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|nbd_fuzz):|PASSED' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -68,6 +68,10 @@ if [ -x tests/admin.sh ]; then
 	run "admin API and online CLI" tests/admin.sh "$SCRATCH/admin"
 	rm -rf "$SCRATCH/admin"
 fi
+
+echo "== cluster"
+run "cluster: peers, handshake, liveness" tests/cluster.sh "$SCRATCH/cluster"
+rm -rf "$SCRATCH/cluster"
 
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"

@@ -952,6 +952,19 @@ static int cmd_status(const struct admin_addr *a, int argc, char **argv)
 		printf("read errors:         %" PRIu64 "\n", ju64(e, "read_errors"));
 		printf("engine:              %s\n",
 		       json_is_true(json_object_get(e, "poisoned")) ? "STOPPED after a failed device write" : "ok");
+		json_t *cl = json_object_get(j, "cluster"), *pe;
+		size_t k;
+		if (cl) {
+			printf("cluster:             %s, node %s, peers on %s\n", jstr(cl, "name"), jstr(cl, "node_id"),
+			       jstr(cl, "repl"));
+			json_array_foreach(json_object_get(cl, "peers"), k, pe) {
+				printf("  peer %-14s %-22s %-10s for %.1f s, %" PRIu64 " connects, %" PRIu64 " drops%s%s\n",
+				       jstr(pe, "id"), jstr(pe, "address"), jstr(pe, "state"),
+				       json_number_value(json_object_get(pe, "state_seconds")), ju64(pe, "connects"),
+				       ju64(pe, "drops"), *jstr(pe, "last_error") ? "; last error: " : "",
+				       jstr(pe, "last_error"));
+			}
+		}
 	}
 	json_decref(j);
 	free(r.raw);
