@@ -67,6 +67,7 @@ enum tb_bad {                   /* what a checked block can be */
 	TB_CORRUPT,                 /* no valid header where one must be: torn or garbage */
 	TB_MISPLACED,               /* a valid header naming another offset */
 	TB_FOREIGN,                 /* another writer's block where ours must be */
+	TB_RESURRECTED,             /* an in-doubt write older than the newest acknowledged */
 	TB_NBAD,
 };
 extern const char *const tb_bad_name[TB_NBAD];
@@ -79,13 +80,20 @@ void tb_vblk_fill(void *buf, uint32_t len, uint64_t off, uint64_t writer, uint64
  * block's seq when its header is valid. */
 enum tb_bad tb_vblk_check(const void *blk, uint64_t off, uint64_t writer, uint64_t acked,
 			  uint64_t *found);
+struct tb_map;
+/* The same, judged against M: knows the newest acknowledged and in-doubt writes. */
+enum tb_bad tb_map_check(const struct tb_map *m, const void *blk, uint64_t off, uint64_t writer,
+			 uint64_t *found);
 
 /* Per-4-KiB-block state of the verified range. */
 struct tb_map {
 	uint64_t base, nblocks;
 	uint64_t *acked;            /* newest acknowledged seq per block (0: none) */
 	uint8_t *busy;              /* an op of ours covers the block now */
+	uint64_t *doubt;            /* newest in-doubt seq per block; NULL until one */
 };
+/* Note an in-doubt write over [OFF, OFF+LEN). Returns 0 or -ENOMEM. */
+int tb_map_doubt(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq);
 int tb_map_init(struct tb_map *m, uint64_t base, uint64_t len);
 void tb_map_free(struct tb_map *m);
 
@@ -101,6 +109,7 @@ struct tb_journal {
 /* Create (truncate) PATH and write its header. Returns 0 or -errno. */
 int tb_journal_create(struct tb_journal *j, const char *path, uint64_t writer,
 		      uint64_t export_size, const char *export_name);
+/* LEN may carry TDO_BJ_IN_DOUBT */
 void tb_journal_add(struct tb_journal *j, uint64_t off, uint32_t len, uint64_t seq);
 /* write() what is buffered (survives the bench being killed) */
 int tb_journal_write(struct tb_journal *j);
@@ -108,10 +117,10 @@ int tb_journal_write(struct tb_journal *j);
 void tb_journal_sync_async(struct tb_journal *j, uv_loop_t *loop);
 int tb_journal_close(struct tb_journal *j);   /* write, fdatasync, close */
 /* Read PATH into M (sized to cover every record); *WRITER gets the id.
- * Counts records and ignored (torn) tail bytes. Returns 0 or -errno with
+ * Counts records (in-doubt ones also in *IN_DOUBT) and ignored tail bytes. Returns 0 or -errno with
  * the reason in ERR. */
-int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer,
-		    uint64_t *records, uint64_t *tail_bytes, char *err, size_t errlen);
+int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer, uint64_t *records,
+		    uint64_t *in_doubt, uint64_t *tail_bytes, char *err, size_t errlen);
 
 /* ---- run.c: the load and verify engine on one libuv loop ---- */
 
@@ -138,6 +147,7 @@ struct tb_opts {
 	const char *journal;        /* --verify */
 	bool json, progress, quiet;
 	int connect_timeout_ms;
+	double io_timeout_s;        /* a request unanswered this long drops its connection */
 };
 
 struct tb_errs {
@@ -158,7 +168,8 @@ struct tb_result {
 	bool aborted;               /* gave up: could not (re)connect */
 	char abort_reason[256];
 	/* verify pass */
-	uint64_t checked, lost, newer, journal_records, journal_tail;
+	uint64_t checked, lost, newer, journal_records, journal_tail, in_doubt;
+	bool gap_open_at_end;       /* the run ended inside its longest pause */
 };
 
 /* Run the workload (or, for TB_RW_VERIFY_PASS, read and check every block

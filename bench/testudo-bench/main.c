@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ static void usage(FILE *f)
 "  --pause-ms MS         a gap between completions longer than this is a pause (default 100)\n"
 "  --verify JOURNAL      stamp every written block, check every read, journal acknowledged writes\n"
 "  --connect-timeout MS  per handshake step (default 5000)\n"
+"  --io-timeout SECONDS  a request unanswered this long drops its connection (default 30)\n"
 "  --json                the report as JSON on standard output\n"
 "  --progress, --quiet   a progress line every second (default: on a terminal)\n"
 "\n"
@@ -121,8 +123,10 @@ int main(int argc, char **argv)
 {
 	static struct tb_opts o = {
 		.rw = TB_RANDREAD, .mix_read_pct = 50, .qd = 1, .conns = 1, .pause_ms = 100,
-		.connect_timeout_ms = 5000,
+		.connect_timeout_ms = 5000, .io_timeout_s = 30,
 	};
+	/* a server that closes while we write must not kill the witness */
+	signal(SIGPIPE, SIG_IGN);
 	bool verify_cmd = argc > 1 && !strcmp(argv[1], "verify");
 	const char *journal = NULL;
 	if (verify_cmd) {
@@ -135,7 +139,7 @@ int main(int argc, char **argv)
 	bool seed_given = false, progress = false, quiet = false;
 	enum { O_RW = 256, O_MIX, O_BS, O_QD, O_CONNS, O_TIME, O_OPS, O_BYTES, O_RANGE, O_RATE, O_FUA,
 	       O_FLUSH, O_SEED, O_RECONNECT, O_PAUSE, O_VERIFY, O_JSON, O_PROGRESS, O_QUIET, O_CTO,
-	       O_JOURNAL, O_HELP };
+	       O_JOURNAL, O_HELP, O_IOTO };
 	static const struct option lo[] = {
 		{ "rw", 1, 0, O_RW }, { "mix", 1, 0, O_MIX }, { "bs", 1, 0, O_BS }, { "qd", 1, 0, O_QD },
 		{ "conns", 1, 0, O_CONNS }, { "time", 1, 0, O_TIME }, { "ops", 1, 0, O_OPS },
@@ -144,6 +148,7 @@ int main(int argc, char **argv)
 		{ "reconnect", 1, 0, O_RECONNECT }, { "pause-ms", 1, 0, O_PAUSE }, { "verify", 1, 0, O_VERIFY },
 		{ "json", 0, 0, O_JSON }, { "progress", 0, 0, O_PROGRESS }, { "quiet", 0, 0, O_QUIET },
 		{ "connect-timeout", 1, 0, O_CTO }, { "journal", 1, 0, O_JOURNAL }, { "help", 0, 0, O_HELP },
+		{ "io-timeout", 1, 0, O_IOTO },
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
@@ -239,6 +244,10 @@ int main(int argc, char **argv)
 				return bad("--connect-timeout", optarg);
 			o.connect_timeout_ms = (int)u;
 			break;
+		case O_IOTO:
+			if (parse_double(optarg, &o.io_timeout_s) || o.io_timeout_s <= 0)
+				return bad("--io-timeout", optarg);
+			break;
 		case 'h': case O_HELP: usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -270,8 +279,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		char err[512];
-		uint64_t tail = 0, recs = 0;
-		if (tb_journal_load(journal, &map, &writer, &recs, &tail, err, sizeof(err))) {
+		uint64_t tail = 0, recs = 0, doubt = 0;
+		if (tb_journal_load(journal, &map, &writer, &recs, &doubt, &tail, err, sizeof(err))) {
 			fprintf(stderr, "testudo-bench verify: %s\n", err);
 			return 2;
 		}
@@ -286,6 +295,7 @@ int main(int argc, char **argv)
 		}
 		res->journal_records = recs;
 		res->journal_tail = tail;
+		res->in_doubt = doubt;
 		/* journaled blocks past the end of the export cannot hold their data */
 		for (uint64_t b = res->export_size / TDO_VBLK_SIZE; !res->aborted && b < map.nblocks; b++)
 			if (map.acked[b]) {

@@ -97,19 +97,21 @@ void tb_report(const struct tb_opts *o, const struct tb_result *r, FILE *f)
 		if (r->errs.bad[i])
 			fprintf(f, "verify-%s %" PRIu64 " ", tb_bad_name[i], r->errs.bad[i]);
 	fputc('\n', f);
-	fprintf(f, "  pauses    longest gap without completions %.3f s; %" PRIu64 " over %.0f ms, %.3f s in all\n",
-		(double)r->longest_gap_ns / 1e9, r->pauses, o->pause_ms, (double)r->pause_total_ns / 1e9);
+	fprintf(f, "  pauses    longest gap without completions %.3f s%s; %" PRIu64 " over %.0f ms, %.3f s in all\n",
+		(double)r->longest_gap_ns / 1e9, r->gap_open_at_end ? " (still open at the end)" : "",
+		r->pauses, o->pause_ms, (double)r->pause_total_ns / 1e9);
 	if (r->reconnects || r->connect_failures)
 		fprintf(f, "  reconnect %" PRIu64 " reconnections, %" PRIu64 " failed attempts\n",
 			r->reconnects, r->connect_failures);
 	if (o->rw == TB_RW_VERIFY_PASS)
 		fprintf(f, "verify: %" PRIu64 " blocks checked, %" PRIu64 " lost, %" PRIu64
-			" newer than the journal (in flight); journal %" PRIu64 " records%s\n",
-			r->checked, r->lost, r->newer, r->journal_records,
-			r->journal_tail ? ", torn tail ignored" : "");
+			" newer than the journal (in flight); journal %" PRIu64 " records (%" PRIu64 " in doubt)%s\n",
+			r->checked, r->lost, r->newer, r->journal_records, r->in_doubt,
+			r->journal_tail ? ", damaged tail ignored" : "");
 	else if (o->journal)
-		fprintf(f, "  verify    %" PRIu64 " acknowledged writes journaled in %s; %" PRIu64 " findings in reads\n",
-			r->journal_records, o->journal, findings(r));
+		fprintf(f, "  verify    %" PRIu64 " acknowledged writes journaled in %s (and %" PRIu64
+			" in doubt); %" PRIu64 " findings in reads\n",
+			r->journal_records - r->in_doubt, o->journal, r->in_doubt, findings(r));
 }
 
 static void hist_json(FILE *f, const char *name, const struct tb_hist *h)
@@ -153,9 +155,10 @@ void tb_report_json(const struct tb_opts *o, const struct tb_result *r, FILE *f)
 		fprintf(f, ",\"verify_%s\":%" PRIu64, tb_bad_name[i], r->errs.bad[i]);
 	fprintf(f, "},\"longest_gap_s\":%.6f,\"pauses\":%" PRIu64 ",\"pause_total_s\":%.6f,"
 		"\"pause_threshold_ms\":%.1f,\"reconnects\":%" PRIu64 ",\"connect_failures\":%" PRIu64
-		",\"journal_records\":%" PRIu64,
+		",\"journal_records\":%" PRIu64 ",\"in_doubt\":%" PRIu64 ",\"gap_open_at_end\":%s",
 		(double)r->longest_gap_ns / 1e9, r->pauses, (double)r->pause_total_ns / 1e9, o->pause_ms,
-		r->reconnects, r->connect_failures, r->journal_records);
+		r->reconnects, r->connect_failures, r->journal_records, r->in_doubt,
+		r->gap_open_at_end ? "true" : "false");
 	if (o->rw == TB_RW_VERIFY_PASS)
 		fprintf(f, ",\"checked\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"newer\":%" PRIu64,
 			r->checked, r->lost, r->newer);

@@ -103,7 +103,7 @@ struct run {
 	uint64_t *retry_off;
 	uint32_t *retry_len;
 	size_t nretry, retry_cap;
-	unsigned printed;
+	unsigned printed, nparked;
 };
 
 static void slot_next(struct slot *s);
@@ -147,7 +147,7 @@ static bool blocks_free(struct run *r, uint64_t off, uint32_t len)
 
 static void blocks_mark(struct run *r, uint64_t off, uint32_t len, uint8_t v)
 {
-	if (!r->map)
+	if (!r->map || !len)
 		return;
 	memset(r->map->busy + (off - r->map->base) / TDO_VBLK_SIZE, v, len / TDO_VBLK_SIZE);
 }
@@ -237,6 +237,7 @@ static bool pick(struct run *r, struct slot *s)
 			break;
 		if (!random || tries == 16) {
 			s->parked = true;
+			r->nparked++;
 			return false;
 		}
 	}
@@ -322,8 +323,9 @@ static void slot_next(struct slot *s)
 
 static void kick_parked(struct run *r)
 {
-	if (!r->map)
+	if (!r->map || !r->nparked)
 		return;
+	r->nparked = 0;
 	for (int i = 0; i < r->o->conns; i++)
 		for (int q = 0; q < r->o->qd; q++)
 			if (r->conns[i].slots[q].parked)
@@ -356,7 +358,7 @@ static void check_read(struct run *r, struct slot *s)
 	for (uint32_t i = 0; i < s->len; i += TDO_VBLK_SIZE) {
 		uint64_t off = s->off + i, found;
 		uint64_t acked = r->map->acked[(off - r->map->base) / TDO_VBLK_SIZE];
-		enum tb_bad k = tb_vblk_check(s->buf + i, off, r->writer, acked, &found);
+		enum tb_bad k = tb_map_check(r->map, s->buf + i, off, r->writer, &found);
 		if (pass) {
 			r->res->checked++;
 			if (k == TB_OK && found > acked)
@@ -555,6 +557,16 @@ static void closed_cb(uv_handle_t *h)
 		if (!s->busy)
 			continue;
 		r->res->errs.disconnect++;
+		if (s->type == NBD_CMD_WRITE && r->map) {
+			/* its outcome is unknown: it may land now, or later */
+			if (tb_map_doubt(r->map, s->off, s->len, s->seq)) {
+				fprintf(stderr, "testudo-bench: out of memory\n");
+				exit(2);
+			}
+			if (r->journal_open)
+				tb_journal_add(&r->j, s->off, s->len | TDO_BJ_IN_DOUBT, s->seq);
+			r->res->in_doubt++;
+		}
 		if (r->o->rw == TB_RW_VERIFY_PASS && s->type == NBD_CMD_READ) {
 			if (r->nretry == r->retry_cap) {
 				size_t cap = r->retry_cap ? r->retry_cap * 2 : 256;
@@ -661,8 +673,10 @@ static void connect_after(uv_work_t *w, int status)
 	struct run *r = c->r;
 	const struct tb_opts *o = r->o;
 	int fd = status < 0 ? status : c->work_fd;
-	if (fd >= 0 && r->stopping) {
-		close(fd);
+	if (r->stopping) {
+		/* the run ended while this connection was being made: not a failure */
+		if (fd >= 0)
+			close(fd);
 		c->state = C_DOWN;
 		maybe_finish(r);
 		return;
@@ -673,8 +687,7 @@ static void connect_after(uv_work_t *w, int status)
 		uint64_t now = uv_hrtime();
 		if (!c->down_since)
 			c->down_since = now;
-		if (r->stopping || o->reconnect_s <= 0 ||
-		    (double)(now - c->down_since) > o->reconnect_s * 1e9) {
+		if (o->reconnect_s <= 0 || (double)(now - c->down_since) > o->reconnect_s * 1e9) {
 			abort_run(r, c->err[0] ? c->err : "cannot connect");
 			return;
 		}
@@ -738,10 +751,33 @@ static void stop_cb(uv_timer_t *t)
 	maybe_finish(r);
 }
 
+/* A request unanswered for --io-timeout: the server is frozen or cut
+ * off; drop the connection (and reconnect, if asked). */
+static void check_timeouts(struct run *r)
+{
+	uint64_t now = uv_hrtime(), limit = (uint64_t)(r->o->io_timeout_s * 1e9);
+	for (int i = 0; i < r->o->conns; i++) {
+		struct conn *c = &r->conns[i];
+		if (c->state != C_UP || !c->inflight)
+			continue;
+		for (int q = 0; q < r->o->qd; q++) {
+			struct slot *s = &c->slots[q];
+			if (s->busy && !s->replied && now - s->t0 > limit) {
+				char why[80];
+				snprintf(why, sizeof(why), "no reply for %.1f s", (double)(now - s->t0) / 1e9);
+				conn_fail(c, why);
+				break;
+			}
+		}
+	}
+}
+
 static void tick_cb(uv_timer_t *t)
 {
 	struct run *r = t->data;
 	r->tick_no++;
+	if (r->o->io_timeout_s > 0)
+		check_timeouts(r);
 	if (r->journal_open)
 		tb_journal_sync_async(&r->j, &r->loop);
 	if (r->o->progress) {
@@ -810,7 +846,20 @@ static void maybe_finish(struct run *r)
 				return;
 	}
 	r->finished = true;
-	r->res->elapsed_s = r->started ? (double)(uv_hrtime() - r->start_ns) / 1e9 : 0;
+	uint64_t now = uv_hrtime();
+	r->res->elapsed_s = r->started ? (double)(now - r->start_ns) / 1e9 : 0;
+	if (r->started) {
+		/* an outage still going on when the run ends is a pause too */
+		uint64_t gap = now - r->last_done_ns;
+		if (gap > r->res->longest_gap_ns) {
+			r->res->longest_gap_ns = gap;
+			r->res->gap_open_at_end = (double)gap > r->o->pause_ms * 1e6;
+		}
+		if ((double)gap > r->o->pause_ms * 1e6) {
+			r->res->pauses++;
+			r->res->pause_total_ns += gap;
+		}
+	}
 	for (int i = 0; i < o->conns; i++) {
 		struct conn *c = &r->conns[i];
 		if (c->state != C_UP)

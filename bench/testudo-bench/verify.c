@@ -24,7 +24,7 @@
 
 const char *const tb_bad_name[TB_NBAD] = {
 	[TB_OK] = "ok", [TB_STALE] = "stale", [TB_MISSING] = "missing", [TB_CORRUPT] = "corrupt",
-	[TB_MISPLACED] = "misplaced", [TB_FOREIGN] = "foreign",
+	[TB_MISPLACED] = "misplaced", [TB_FOREIGN] = "foreign", [TB_RESURRECTED] = "resurrected",
 };
 
 #define BODY (TDO_VBLK_SIZE - sizeof(struct tdo_vblk))
@@ -87,6 +87,26 @@ enum tb_bad tb_vblk_check(const void *blk, uint64_t off, uint64_t writer, uint64
 	return h.vb_seq < acked ? TB_STALE : TB_OK;
 }
 
+enum tb_bad tb_map_check(const struct tb_map *m, const void *blk, uint64_t off, uint64_t writer,
+			 uint64_t *found)
+{
+	uint64_t b = (off - m->base) / TDO_VBLK_SIZE;
+	enum tb_bad k = tb_vblk_check(blk, off, writer, m->acked[b], found);
+	if (k == TB_STALE && m->doubt && m->doubt[b] == *found)
+		return TB_RESURRECTED;
+	return k;
+}
+
+int tb_map_doubt(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq)
+{
+	if (!m->doubt && !(m->doubt = calloc(m->nblocks ? m->nblocks : 1, sizeof(*m->doubt))))
+		return -ENOMEM;
+	for (uint64_t b = (off - m->base) / TDO_VBLK_SIZE; b < (off - m->base + len) / TDO_VBLK_SIZE; b++)
+		if (m->doubt[b] < seq)
+			m->doubt[b] = seq;
+	return 0;
+}
+
 int tb_map_init(struct tb_map *m, uint64_t base, uint64_t len)
 {
 	memset(m, 0, sizeof(*m));
@@ -107,8 +127,10 @@ void tb_map_free(struct tb_map *m)
 {
 	free(m->acked);
 	free(m->busy);
+	free(m->doubt);
 	m->acked = NULL;
 	m->busy = NULL;
+	m->doubt = NULL;
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -159,10 +181,12 @@ void tb_journal_add(struct tb_journal *j, uint64_t off, uint32_t len, uint64_t s
 		size_t cap = j->cap ? j->cap * 2 : 64 * 1024;
 		char *nb = realloc(j->buf, cap);
 		if (!nb) {
-			/* cannot buffer: write what we have and retry in place */
+			/* cannot buffer: write what we have, then there is room */
 			tb_journal_write(j);
-			if (j->len + sizeof(struct tdo_bj_rec) > j->cap)
-				abort();
+			if (j->len + sizeof(struct tdo_bj_rec) > j->cap) {
+				fprintf(stderr, "testudo-bench: out of memory for the journal\n");
+				exit(2);
+			}
 		} else {
 			j->buf = nb;
 			j->cap = cap;
@@ -220,8 +244,18 @@ int tb_journal_close(struct tb_journal *j)
 	return rc;
 }
 
-int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer,
-		    uint64_t *records, uint64_t *tail_bytes, char *err, size_t errlen)
+static bool rec_valid(const struct tdo_bj_rec *p)
+{
+	struct tdo_bj_rec x;
+	memcpy(&x, p, sizeof(x));
+	uint32_t len = x.jr_length & ~TDO_BJ_IN_DOUBT;
+	return x.jr_check == (uint32_t)tdo_csum(&x, offsetof(struct tdo_bj_rec, jr_check)) &&
+	       !(x.jr_offset % TDO_VBLK_SIZE) && !(len % TDO_VBLK_SIZE) && len &&
+	       x.jr_offset <= UINT64_MAX - len && x.jr_seq;
+}
+
+int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer, uint64_t *records,
+		    uint64_t *in_doubt, uint64_t *tail_bytes, char *err, size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -266,26 +300,29 @@ int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer,
 		goto out;
 	}
 	*writer = h.jh_writer;
+	*in_doubt = 0;
 	/* pass 1: validate and find the extent; pass 2: fill the map */
 	size_t nrec = (size - sizeof(h)) / sizeof(struct tdo_bj_rec), good = 0;
 	uint64_t end = 0;
 	const struct tdo_bj_rec *r = (const void *)(buf + sizeof(h));
 	for (; good < nrec; good++) {
+		if (!rec_valid(&r[good]))
+			break;
 		struct tdo_bj_rec x;
 		memcpy(&x, &r[good], sizeof(x));
-		if (x.jr_check != (uint32_t)tdo_csum(&x, offsetof(struct tdo_bj_rec, jr_check)) ||
-		    x.jr_offset % TDO_VBLK_SIZE || x.jr_length % TDO_VBLK_SIZE || !x.jr_length ||
-		    x.jr_offset > UINT64_MAX - x.jr_length || !x.jr_seq)
-			break;
-		if (x.jr_offset + x.jr_length > end)
-			end = x.jr_offset + x.jr_length;
+		uint32_t len = x.jr_length & ~TDO_BJ_IN_DOUBT;
+		if (x.jr_offset + len > end)
+			end = x.jr_offset + len;
 	}
-	if (good + 1 < nrec) {
-		snprintf(err, errlen, "%s: record %zu of %zu is damaged (only the last may be torn)",
-			 path, good + 1, nrec);
-		rc = -EINVAL;
-		goto out;
-	}
+	/* a damaged tail (a crash mid-append) is ignored; damage followed by
+	 * valid records is not a tail */
+	for (size_t k = good + 1; k < nrec; k++)
+		if (rec_valid(&r[k])) {
+			snprintf(err, errlen, "%s: record %zu of %zu is damaged, and valid records follow it",
+				 path, good + 1, nrec);
+			rc = -EINVAL;
+			goto out;
+		}
 	*records = good;
 	*tail_bytes = size - sizeof(h) - good * sizeof(struct tdo_bj_rec);
 	if ((rc = tb_map_init(m, 0, end))) {
@@ -295,6 +332,14 @@ int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer,
 	for (size_t i = 0; i < good; i++) {
 		struct tdo_bj_rec x;
 		memcpy(&x, &r[i], sizeof(x));
+		if (x.jr_length & TDO_BJ_IN_DOUBT) {
+			(*in_doubt)++;
+			if ((rc = tb_map_doubt(m, x.jr_offset, x.jr_length & ~TDO_BJ_IN_DOUBT, x.jr_seq))) {
+				snprintf(err, errlen, "%s: out of memory", path);
+				goto out;
+			}
+			continue;
+		}
 		for (uint64_t b = x.jr_offset / TDO_VBLK_SIZE; b < (x.jr_offset + x.jr_length) / TDO_VBLK_SIZE; b++)
 			if (m->acked[b] < x.jr_seq)
 				m->acked[b] = x.jr_seq;

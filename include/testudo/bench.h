@@ -26,7 +26,10 @@
  *  - A block is good when its content is the journal's newest write to
  *    it, or a newer write of the same writer (one that was in flight and
  *    never acknowledged, or acknowledged but not yet journaled). Anything
- *    older, torn, or naming another offset is lost.
+ *    older, torn, or naming another offset is lost; an older write that is
+ *    the block's newest in-doubt one is reported as "resurrected" (it was
+ *    in flight on a dropped connection and landed after a newer
+ *    acknowledged write), which is a finding too.
  */
 #ifndef TESTUDO_BENCH_H
 #define TESTUDO_BENCH_H
@@ -66,9 +69,12 @@ _Static_assert(sizeof(struct tdo_bj_header) == 64, "journal header");
 struct tdo_bj_rec {
 	uint64_t jr_offset;         /* byte offset, a multiple of TDO_VBLK_SIZE */
 	uint64_t jr_seq;            /* the write's sequence number */
-	uint32_t jr_length;         /* bytes, a multiple of TDO_VBLK_SIZE, > 0 */
+	uint32_t jr_length;         /* bytes, a multiple of TDO_VBLK_SIZE, > 0; with
+	                             * TDO_BJ_IN_DOUBT set: a write whose connection
+	                             * dropped before its reply (never acknowledged) */
 	uint32_t jr_check;          /* low 32 bits of xxh3 of the 20 bytes before */
 };
 _Static_assert(sizeof(struct tdo_bj_rec) == 24, "journal record");
+#define TDO_BJ_IN_DOUBT (1u << 31)
 
 #endif

@@ -185,9 +185,9 @@ static void test_journal_round_trip_and_torn_tail(void **st)
 	assert_int_equal(tb_journal_close(&j), 0);
 
 	struct tb_map m;
-	uint64_t writer, recs, tail;
+	uint64_t writer, recs, tail, doubt;
 	char err[256];
-	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &tail, err, sizeof(err)), 0);
+	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), 0);
 	assert_int_equal(writer, W);
 	assert_int_equal(recs, 4);
 	assert_int_equal(tail, 0);
@@ -200,25 +200,74 @@ static void test_journal_round_trip_and_torn_tail(void **st)
 
 	/* a torn last record (the bench killed mid-append) is ignored */
 	assert_int_equal(truncate(jpath, sizeof(struct tdo_bj_header) + 3 * sizeof(struct tdo_bj_rec) + 10), 0);
-	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &tail, err, sizeof(err)), 0);
+	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), 0);
 	assert_int_equal(recs, 3);
 	assert_int_equal(tail, 10);
 	tb_map_free(&m);
 
-	/* damage before the last record is refused */
+	/* a tail of several zeroed records (a host crash mid-append) is ignored */
+	fd = open(jpath, O_WRONLY);
+	assert_true(fd >= 0);
+	static const char zero[2 * sizeof(struct tdo_bj_rec)];
+	assert_int_equal(pwrite(fd, zero, sizeof(zero), sizeof(struct tdo_bj_header) + sizeof(struct tdo_bj_rec)),
+			 (ssize_t)sizeof(zero));
+	close(fd);
+	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), 0);
+	assert_int_equal(recs, 1);
+	tb_map_free(&m);
+
+	/* damage before valid records is refused */
+	assert_int_equal(tb_journal_create(&j, jpath, W, 1 << 20, "vol"), 0);
+	tb_journal_add(&j, 0, 8192, 1);
+	tb_journal_add(&j, 4096, 4096, 3);
+	tb_journal_add(&j, 65536, 4096, 4);
+	assert_int_equal(tb_journal_close(&j), 0);
 	fd = open(jpath, O_WRONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pwrite(fd, "X", 1, sizeof(struct tdo_bj_header) + 2), 1);
 	close(fd);
-	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &tail, err, sizeof(err)), -EINVAL);
+	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "damaged"));
 
 	/* not a journal at all */
 	fd = open(jpath, O_WRONLY | O_TRUNC);
 	assert_int_equal(write(fd, "hello, world, this is not a journal at all, not even close......", 64), 64);
 	close(fd);
-	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &tail, err, sizeof(err)), -EINVAL);
+	assert_int_equal(tb_journal_load(jpath, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), -EINVAL);
 	unlink(jpath);
+}
+
+/* An in-doubt write (its connection dropped) that lands after a newer
+ * acknowledged one is "resurrected", not merely stale. */
+static void test_journal_in_doubt(void **st)
+{
+	(void)st;
+	char path[] = "/tmp/tb-doubt-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct tb_journal j;
+	assert_int_equal(tb_journal_create(&j, path, W, 1 << 20, "vol"), 0);
+	tb_journal_add(&j, 0, 4096, 1);
+	tb_journal_add(&j, 0, 4096 | TDO_BJ_IN_DOUBT, 3);
+	tb_journal_add(&j, 0, 4096, 5);
+	assert_int_equal(tb_journal_close(&j), 0);
+	struct tb_map m;
+	uint64_t writer, recs, tail, doubt, found;
+	char err[256];
+	assert_int_equal(tb_journal_load(path, &m, &writer, &recs, &doubt, &tail, err, sizeof(err)), 0);
+	unlink(path);
+	assert_int_equal(recs, 3);
+	assert_int_equal(doubt, 1);
+	assert_int_equal(m.acked[0], 5);
+	static unsigned char b[TDO_VBLK_SIZE];
+	tb_vblk_fill(b, sizeof(b), 0, W, 3);
+	assert_int_equal(tb_map_check(&m, b, 0, W, &found), TB_RESURRECTED);
+	tb_vblk_fill(b, sizeof(b), 0, W, 1);
+	assert_int_equal(tb_map_check(&m, b, 0, W, &found), TB_STALE);
+	tb_vblk_fill(b, sizeof(b), 0, W, 5);
+	assert_int_equal(tb_map_check(&m, b, 0, W, &found), TB_OK);
+	tb_map_free(&m);
 }
 
 int main(void)
@@ -232,6 +281,7 @@ int main(void)
 		cmocka_unit_test(test_vblk_good),
 		cmocka_unit_test(test_vblk_damage),
 		cmocka_unit_test(test_journal_round_trip_and_torn_tail),
+		cmocka_unit_test(test_journal_in_doubt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
