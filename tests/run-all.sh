@@ -92,14 +92,15 @@ echo "== the kernel's NBD client (QEMU guest, tests/e2e-kernel)"
 if ! command -v qemu-system-x86_64 >/dev/null || ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
 	skip "e2e-kernel" "needs qemu-system-x86 and linux-image-amd64 (make deps)"
 else
-	run "e2e-kernel short: ext4, fstrim, fio, -b 512, -g" tests/e2e-kernel/run.sh
+	run "e2e-kernel short: ext4, fstrim, fio, -b 512, -g" tests/e2e-kernel/run.sh "$SCRATCH/e2e"
 	# the harness must see a broken run; once is enough (not again under ASan)
 	if [ -z "${SANITIZER:-}" ]; then
 		run_must_fail "e2e-kernel: testudod SIGKILLed under fio" 'at step fio-raw, .* [1-9][0-9]* I/O errors' \
-			tests/e2e-kernel/run.sh --fault kill
+			tests/e2e-kernel/run.sh --fault kill "$SCRATCH/e2e-kill"
 		run_must_fail "e2e-kernel: volume force-deleted under fio" 'at step fio-raw, .* [1-9][0-9]* I/O errors' \
-			tests/e2e-kernel/run.sh --fault delete
+			tests/e2e-kernel/run.sh --fault delete "$SCRATCH/e2e-delete"
 	fi
+	rm -rf "$SCRATCH"/e2e*
 fi
 
 T=$BUILD/tests/torture

@@ -208,6 +208,7 @@ if grep -q '^E2E-DATA fio' "$D/guest"; then
 fi
 echo
 echo "boot: $(secs "${boot_ms:-0}")s to the guest's /init; guest done at $(secs "$guest_ms")s; total $(secs "$(ms)")s"
+rm -rf "$D/initrd" "$D/init.cpio" "$D/initroot"   # a copy of the cached guest; the logs stay
 if [ "$bad" -eq 0 ]; then
 	echo "e2e-kernel: PASS ($FORM), boot $(secs "${boot_ms:-0}")s, total $(secs "$(ms)")s"
 	[ "$KEEP" -gt 0 ] || rm -rf "$D"
