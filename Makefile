@@ -37,7 +37,7 @@ LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz
+.PHONY: all check check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz e2e-kernel
 all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
@@ -92,13 +92,18 @@ $(BUILD)/bench/%: bench/prog/%.c $(LIBSTORAGE)
 
 # Every test once against $(BUILD).
 check-one: all $(UNIT_BIN)
-	BUILD=$(BUILD) tests/run-all.sh
+	BUILD=$(BUILD) SANITIZER=$(SANITIZER) tests/run-all.sh
 
 # The whole suite, plain and then under the sanitizers.
 check:
 	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory CC=clang BUILD=build/clang all >/dev/null && echo "clang build: warning-free"; fi
 	$(MAKE) check-one
 	$(MAKE) check-one SANITIZER=address,undefined BUILD=build/asan CFLAGS="-O1 -g"
+
+# The kernel's NBD client in a QEMU guest, every step, with the host's fio
+# beside the guest's (check-one runs the short form).
+e2e-kernel: all
+	BUILD=$(BUILD) tests/e2e-kernel/run.sh --full --host-fio
 
 crash-test: all
 	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash-test.sh

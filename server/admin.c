@@ -13,6 +13,9 @@
  *   PUT    /v1/volumes/NAME   {"size"} 200 volume; 404; 507; 400; 409 when
  *                             shrinking a volume an NBD client is attached to
  *   DELETE /v1/volumes/NAME   200 {"name", "deleted": true}; 404; 409 in use
+ *                             ?force=1 hangs up the volume's NBD clients
+ *                             first (409 "try again" while their requests
+ *                             are still in flight)
  *   GET    /v1/status         device, listeners, uptime, volumes, connections,
  *                             engine figures
  *   GET    /metrics           Prometheus text format 0.0.4
@@ -670,6 +673,24 @@ static int parse_head(struct aconn *c, const char **why)
 	return 0;
 }
 
+/* Does the query string Q (LEN bytes, no '?') hold the parameter PARAM exactly? */
+static bool query_has(const char *q, size_t len, const char *param)
+{
+	size_t pl = strlen(param);
+
+	while (len) {
+		const char *amp = memchr(q, '&', len);
+		size_t n = amp ? (size_t)(amp - q) : len;
+		if (n == pl && memcmp(q, param, pl) == 0)
+			return true;
+		if (!amp)
+			break;
+		len -= n + 1;
+		q = amp + 1;
+	}
+	return false;
+}
+
 static void dispatch(struct aconn *c);
 
 /* Parse and answer what the input holds, in order, one request at a time. */
@@ -1068,12 +1089,18 @@ out:
 	json_decref(j);
 }
 
-static void h_vol_delete(struct aconn *c, const char *name)
+static void h_vol_delete(struct aconn *c, const char *name, bool force)
 {
 	struct daemon *d = c->a->d;
 
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
 	c->op = OP_DELETE;
+	if (force && nbd_conn_count(d, name) > 0) {
+		/* the clients see their connection die, as if the node had */
+		tdo_log(TDO_LOG_WARN, "admin", "%s: forced delete of volume %s: closing its NBD connections",
+		        c->peer, name);
+		nbd_conn_close_volume(d, name, "volume deleted (forced)");
+	}
 	if (nbd_conn_count(d, name) > 0) {
 		reply_failure(c, -EBUSY);
 		c->op = OP_NONE;
@@ -1367,13 +1394,16 @@ static void dispatch(struct aconn *c)
 	const char *t = c->in + c->req.target_off;
 	size_t plen = c->req.target_len;
 	const char *q = memchr(t, '?', plen);
-	bool get;
+	bool get, force = false;
 	char name[TDO_NAME_MAX + 1];
 
 	c->op = OP_NONE;
 	c->op_name[0] = 0;
-	if (q)
-		plen = (size_t)(q - t);     /* no endpoint takes a query; it is ignored */
+	if (q) {
+		/* only DELETE on a volume takes one (force=1); the rest is ignored */
+		force = query_has(q + 1, c->req.target_len - (size_t)(q - t) - 1, "force=1");
+		plen = (size_t)(q - t);
+	}
 	if (memchr(t, '#', c->req.target_len)) {
 		c->close_after = true;
 		send_error(c, 400, "a request target has no fragment");
@@ -1411,7 +1441,7 @@ static void dispatch(struct aconn *c)
 		else if (method_is(c, "PUT"))
 			h_vol_resize(c, name);
 		else
-			h_vol_delete(c, name);
+			h_vol_delete(c, name, force);
 	} else if (PATH_IS("/v1/status")) {
 		if (get)
 			h_status(c);

@@ -68,6 +68,9 @@ int nbd_conn_adopt(struct daemon *d, int fd);
 void nbd_shutdown(struct daemon *d);
 /* Number of open connections attached to volume NAME (any, when NULL). */
 int nbd_conn_count(struct daemon *d, const char *name);
+/* Close every NBD connection attached to volume NAME (an operator's forced
+ * delete): requests in flight still complete, nothing more is read. */
+void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why);
 
 /* ---- admin.c: HTTP/JSON admin endpoint and /metrics ----------------------- */
 

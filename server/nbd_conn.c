@@ -366,3 +366,12 @@ int nbd_conn_count(struct daemon *d, const char *name)
 			n++;
 	return n;
 }
+
+void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why)
+{
+	for (struct nbd_conn *c = d->conns, *next; c; c = next) {
+		next = c->next; /* conn_close frees nothing now, but do not rely on it */
+		if (!c->closing && c->name[0] && strcmp(c->name, name) == 0)
+			conn_close(c, why);
+	}
+}

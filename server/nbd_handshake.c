@@ -89,6 +89,8 @@ static uint32_t pick_export(struct nbd_conn *c, const char *name)
 static void enter_transmission(struct nbd_conn *c)
 {
 	c->state = CS_REQ_HEADER;
+	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: transmission flags 0x%x", (unsigned long long)c->id,
+	        c->tflags);
 	tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: volume %s, %llu bytes, %s replies%s",
 	        (unsigned long long)c->id, c->peer, c->name, (unsigned long long)c->size,
 	        c->structured ? "structured" : "simple", c->meta_base ? ", base:allocation" : "");
@@ -126,6 +128,8 @@ static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	name[namelen] = 0;
 	if (memchr(name, 0, namelen))
 		return opt_error(c, NBD_REP_ERR_INVALID, "export name contains NUL");
+	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: option %u for '%.64s' with %u information requests",
+	        (unsigned long long)c->id, c->opt, name, nreq);
 	err = pick_export(c, name);
 	if (err) {
 		char msg[128];
@@ -342,6 +346,7 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			return -1;
 		}
 		c->no_zeroes = f & NBD_FLAG_C_NO_ZEROES;
+		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: client flags 0x%x", (unsigned long long)c->id, f);
 		c->state = CS_OPT_HEADER;
 		return 4;
 	}
@@ -370,6 +375,8 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			return -1;
 		}
 		c->opt = be32toh(h.option);
+		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: option %u, %u bytes", (unsigned long long)c->id,
+		        c->opt, len);
 		handle_option(c, p + sizeof h, len);
 		return c->closing ? -1 : (ssize_t)(sizeof h + len);
 	}

@@ -566,6 +566,36 @@ check "cli: delete --json" "${C[@]}" volume delete epsilon --json
 BODY=$out
 eq "cli: delete --json is JSON" True "$(json 'j["deleted"]')"
 
+# forced delete: ?force=1 hangs up the attached client, then deletes
+check "cli: create zeta" "${C[@]}" volume create zeta 4M
+PATH=$NBDSH_PATH nbdsh -u "nbd://$NBD/zeta" -c "
+import time
+end = time.time() + 30
+while time.time() < end:
+    try:
+        h.pwrite(b'z' * 4096, 0)
+    except Exception as e:
+        print('dropped:', e)
+        break
+    time.sleep(0.01)
+" >"$D/nbdsh.out" 2>&1 &
+HOLD=$!
+attached_z() { http GET /v1/volumes/zeta && [ "$(json 'j["connections"]')" = 1 ]; }
+n=$((n + 1))
+poll attached_z || fail "nbdsh did not attach to zeta: $(cat "$D/nbdsh.out")"
+http DELETE "/v1/volumes/zeta?force=0"
+eq "DELETE ?force=0 of a volume in use: 409" 409 "$CODE"
+forced() { http DELETE "/v1/volumes/zeta?x=1&force=1" && [ "$CODE" = 200 ]; }   # 409 while a write is in flight
+n=$((n + 1))
+poll forced || fail "DELETE ?force=1 of a volume in use: got $CODE $BODY"
+n=$((n + 1))
+wait "$HOLD" || fail "nbdsh on zeta failed: $(cat "$D/nbdsh.out")"
+HOLD=
+has "the forced-off client saw its connection die" "dropped" "$(cat "$D/nbdsh.out")"
+http GET /v1/volumes/zeta
+eq "zeta is gone: 404" 404 "$CODE"
+has "the daemon logs the forced close" "volume deleted \\(forced\\)" "$(cat "$D/daemon.err")"
+
 metrics "$D/m2"
 check "/metrics at the end parses" "$PY" "$D/prom.py" check "$D/m2"
 n=$((n + 1)); grep -q 'volume="delta"' "$D/m2" && fail "a deleted volume is still in /metrics"

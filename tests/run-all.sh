@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|nbd_fuzz):|PASSED' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|nbd_fuzz|e2e-kernel):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -43,6 +43,25 @@ run_expect_fail() {
 	else
 		passed=$((passed + 1))
 		printf 'PASS %-36s %4ss  (loss detected, as it must be)\n' "$name" $((SECONDS - t0))
+	fi
+}
+
+# a test that must FAIL, and say why: its output must match PATTERN (grep -E)
+run_must_fail() {
+	local name=$1 pattern=$2; shift 2
+	local t0=$SECONDS
+	if "$@" >"$LOG" 2>&1; then
+		failed=$((failed + 1))
+		failed_names+=("$name")
+		printf 'FAIL %-36s %4ss  (passed, but must fail)\n' "$name" $((SECONDS - t0))
+	elif ! grep -qE "$pattern" "$LOG"; then
+		failed=$((failed + 1))
+		failed_names+=("$name")
+		printf 'FAIL %-36s %4ss  (failed, but not with /%s/)\n' "$name" $((SECONDS - t0)) "$pattern"
+		tail -n 30 "$LOG" | sed 's/^/    /'
+	else
+		passed=$((passed + 1))
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -oE "$pattern" "$LOG" | tail -1)"
 	fi
 }
 
@@ -77,8 +96,23 @@ echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"
 rm -rf "$SCRATCH/bench"
 # the accuracy check measures; the sanitizer build would only measure the sanitizers
-if [ "$BUILD" = build ] || [ "${ACCURACY:-0}" = 1 ]; then
+if [ -z "${SANITIZER:-}" ] || [ "${ACCURACY:-0}" = 1 ]; then
 	run "bench: IOPS and latency within 10% of fio" env QUICK=1 TMPDIR="$SCRATCH" bench/accuracy
+fi
+
+echo "== the kernel's NBD client (QEMU guest, tests/e2e-kernel)"
+if ! command -v qemu-system-x86_64 >/dev/null || ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+	skip "e2e-kernel" "needs qemu-system-x86 and linux-image-amd64 (make deps)"
+else
+	run "e2e-kernel short: ext4, fstrim, fio, -b 512, -g" tests/e2e-kernel/run.sh "$SCRATCH/e2e"
+	# the harness must see a broken run; once is enough (not again under ASan)
+	if [ -z "${SANITIZER:-}" ]; then
+		run_must_fail "e2e-kernel: testudod SIGKILLed under fio" 'at step fio-raw, .* [1-9][0-9]* I/O errors' \
+			tests/e2e-kernel/run.sh --fault kill "$SCRATCH/e2e-kill"
+		run_must_fail "e2e-kernel: volume force-deleted under fio" 'at step fio-raw, .* [1-9][0-9]* I/O errors' \
+			tests/e2e-kernel/run.sh --fault delete "$SCRATCH/e2e-delete"
+	fi
+	rm -rf "$SCRATCH"/e2e*
 fi
 
 T=$BUILD/tests/torture

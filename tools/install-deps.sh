@@ -11,6 +11,8 @@ PKGS=(
 	nbdkit nbd-server nbd-client            # peers for the benchmark
 	fio time                                # bench/engine and bench/accuracy compare against fio; /usr/bin/time
 	util-linux python3 curl                 # losetup, flock; JSON checks and the admin API in tests
+	qemu-system-x86 linux-image-amd64       # tests/e2e-kernel: a TCG guest on Debian's kernel (nbd.ko)
+	busybox-static e2fsprogs cpio kmod      #   its initramfs: busybox, mkfs.ext4, packed with cpio; modinfo
 )
 missing=()
 for p in "${PKGS[@]}"; do
