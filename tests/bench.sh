@@ -79,6 +79,9 @@ expect 0 "--bytes 4M at 64k" "$B" "$T" --rw write --bs 64k --qd 4 --bytes 4M --j
 step "--bytes: exactly 64 writes" json "$D/last.out" 'j["writes"]==64 and j["write_bytes"]==4<<20'
 expect 0 "--flush-every 10 --fua" "$B" "$T" --rw randwrite --ops 100 --flush-every 10 --fua --json
 step "--flush-every: 10 flushes for 100 writes" json "$D/last.out" 'j["writes"]==100 and j["flushes"]==10'
+expect 0 "--flush-every 10 at QD8" "$B" "$T" --rw randwrite --qd 8 --ops 400 --flush-every 10 --json
+step "--flush-every at QD8: every 10 writes of a connection drain into one FLUSH" \
+	json "$D/last.out" 'j["writes"]==400 and j["flushes"]==40'
 expect 0 "--rate 400 for 2 s" "$B" "$T" --rw randread --qd 4 --rate 400 --time 2 --json
 step "--rate: 800 operations within 10%" json "$D/last.out" '720<=j["ops"]<=880'
 step "--progress: a line a second" bash -c \

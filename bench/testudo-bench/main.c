@@ -39,7 +39,7 @@ static void usage(FILE *f)
 "  --range OFFSET:LENGTH part of the export to use (default: all of it)\n"
 "  --rate IOPS           issue at most this many operations per second\n"
 "  --fua                 writes with NBD_CMD_FLAG_FUA\n"
-"  --flush-every N       a FLUSH after every N writes on each connection\n"
+"  --flush-every N       after every N writes a connection drains and sends a FLUSH (fio's --fsync)\n"
 "  --seed N              offsets and sizes are reproducible for one seed\n"
 "  --reconnect SECONDS   when a connection drops, keep trying (URIs in turn) this long\n"
 "  --pause-ms MS         a gap between completions longer than this is a pause (default 100)\n"

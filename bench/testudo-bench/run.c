@@ -38,6 +38,7 @@ struct slot {
 	bool replied;               /* its reply (and payload) arrived */
 	bool has_token;             /* --rate: its issue time has come */
 	bool parked;                /* waiting for a busy block to be released */
+	bool flush_wait;            /* waiting for its connection's FLUSH */
 	uint16_t type;
 	uint32_t len, nbd_err;
 	uint64_t off, seq, t0;
@@ -66,6 +67,7 @@ struct conn {
 	uint32_t pl_got;
 	bool direct;                /* the last buffer handed out was pl's */
 	uint64_t writes_since_flush;
+	bool flushing;              /* a FLUSH is due or in flight: nothing else is issued */
 	/* (re)connecting */
 	uv_work_t work;
 	int work_fd;
@@ -205,8 +207,16 @@ static bool pick(struct run *r, struct slot *s)
 	struct conn *c = s->c;
 	if (o->rw == TB_RW_VERIFY_PASS)
 		return pick_verify(r, s);
-	if (o->flush_every && c->writes_since_flush >= o->flush_every) {
-		/* before the limits: the last writes of a run get their FLUSH too */
+	/* --flush-every as fio's --fsync: once N writes were issued, the
+	 * connection drains, sends one FLUSH alone, and goes on when it is
+	 * answered. Before the limits: the last writes get their FLUSH too. */
+	if (o->flush_every && !c->flushing && c->writes_since_flush >= o->flush_every)
+		c->flushing = true;
+	if (c->flushing) {
+		if (c->inflight || c->writes_since_flush < o->flush_every) {
+			s->flush_wait = true;     /* draining, or the FLUSH is in flight */
+			return false;
+		}
 		c->writes_since_flush = 0;
 		s->type = NBD_CMD_FLUSH;
 		s->off = 0;
@@ -264,6 +274,7 @@ static void send_op(struct slot *s)
 	s->nbd_err = 0;
 	blocks_mark(r, s->off, s->len, 1);
 	if (s->type == NBD_CMD_WRITE) {
+		c->writes_since_flush++;
 		s->seq = ++r->seq;
 		if (r->map)
 			tb_vblk_fill(s->buf, s->len, s->off, r->writer, s->seq);
@@ -424,12 +435,21 @@ static void complete(struct slot *s)
 			res->flushes++;
 		}
 	}
-	if (s->type == NBD_CMD_WRITE)
-		c->writes_since_flush++;
 	blocks_mark(r, s->off, s->len, 0);
 	s->busy = false;
 	c->inflight--;
+	bool flush_done = s->type == NBD_CMD_FLUSH && c->flushing;
+	if (flush_done)
+		c->flushing = false;
 	slot_next(s);
+	if (flush_done || (c->flushing && !c->inflight)) {
+		/* the FLUSH was answered, or the drain is over: wake the others */
+		for (int q = 0; q < r->o->qd; q++)
+			if (c->slots[q].flush_wait) {
+				c->slots[q].flush_wait = false;
+				slot_next(&c->slots[q]);
+			}
+	}
 	kick_parked(r);
 	maybe_finish(r);
 }
@@ -587,6 +607,9 @@ static void closed_cb(uv_handle_t *h)
 		s->busy = false;
 	}
 	c->inflight = 0;
+	c->flushing = false;
+	for (int q = 0; q < r->o->qd; q++)
+		c->slots[q].flush_wait = false;
 	c->pl = NULL;
 	c->rx_len = 0;
 	c->state = C_DOWN;
