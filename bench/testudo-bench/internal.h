@@ -159,7 +159,7 @@ struct tb_errs {
 struct tb_result {
 	uint64_t ops, reads, writes, flushes, read_bytes, write_bytes;
 	double elapsed_s;
-	struct tb_hist lat, lat_read, lat_write;
+	struct tb_hist lat, lat_read, lat_write, lat_flush;   /* lat: reads and writes */
 	struct tb_errs errs;
 	uint64_t reconnects, connect_failures;
 	uint64_t longest_gap_ns;    /* longest time without a completion */

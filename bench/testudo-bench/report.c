@@ -75,7 +75,7 @@ void tb_report(const struct tb_opts *o, const struct tb_result *r, FILE *f)
 		o->qd, o->conns, o->conns == 1 ? "" : "s", r->elapsed_s);
 	if (r->aborted)
 		fprintf(f, "  ABORTED   %s\n", r->abort_reason);
-	fprintf(f, "  ops       %" PRIu64 " (%.0f IOPS): %" PRIu64 " reads, %" PRIu64 " writes, %" PRIu64 " flushes\n",
+	fprintf(f, "  ops       %" PRIu64 " (%.0f IOPS): %" PRIu64 " reads, %" PRIu64 " writes; and %" PRIu64 " flushes\n",
 		r->ops, (double)r->ops / t, r->reads, r->writes, r->flushes);
 	fprintf(f, "  bandwidth %.1f MB/s (read %.1f, write %.1f)\n",
 		(double)(r->read_bytes + r->write_bytes) / t / 1e6, (double)r->read_bytes / t / 1e6,
@@ -85,6 +85,7 @@ void tb_report(const struct tb_opts *o, const struct tb_result *r, FILE *f)
 		latency_line(f, " reads", &r->lat_read);
 		latency_line(f, " writes", &r->lat_write);
 	}
+	latency_line(f, " flushes", &r->lat_flush);
 	fprintf(f, "  errors    ");
 	if (!nbd_errors(r) && !r->errs.disconnect && !findings(r))
 		fprintf(f, "none");
@@ -147,6 +148,8 @@ void tb_report_json(const struct tb_opts *o, const struct tb_result *r, FILE *f)
 	hist_json(f, "read_latency", &r->lat_read);
 	fputc(',', f);
 	hist_json(f, "write_latency", &r->lat_write);
+	fputc(',', f);
+	hist_json(f, "flush_latency", &r->lat_flush);
 	fprintf(f, ",\"errors\":{\"disconnect\":%" PRIu64, r->errs.disconnect);
 	for (unsigned i = 0; i < 128; i++)
 		if (r->errs.nbd[i])

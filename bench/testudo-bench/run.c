@@ -409,11 +409,15 @@ static void complete(struct slot *s)
 			}
 		}
 	} else {
-		tb_hist_add(&res->lat, lat);
-		tb_hist_add(r->sec, lat);
-		r->sec_ops++;
-		r->sec_bytes += s->len;
-		res->ops++;
+		/* IOPS and latency are of reads and writes, as fio counts them;
+		 * FLUSHes are counted on their own */
+		if (s->type != NBD_CMD_FLUSH) {
+			tb_hist_add(&res->lat, lat);
+			tb_hist_add(r->sec, lat);
+			r->sec_ops++;
+			r->sec_bytes += s->len;
+			res->ops++;
+		}
 		if (s->type == NBD_CMD_READ) {
 			res->reads++;
 			res->read_bytes += s->len;
@@ -433,6 +437,7 @@ static void complete(struct slot *s)
 			}
 		} else {
 			res->flushes++;
+			tb_hist_add(&res->lat_flush, lat);
 		}
 	}
 	blocks_mark(r, s->off, s->len, 0);
@@ -915,6 +920,7 @@ int tb_run(const struct tb_opts *o, struct tb_map *vmap, uint64_t writer, struct
 	tb_hist_reset(&res->lat);
 	tb_hist_reset(&res->lat_read);
 	tb_hist_reset(&res->lat_write);
+	tb_hist_reset(&res->lat_flush);
 	r->sec = malloc(sizeof(*r->sec));
 	r->conns = calloc((size_t)o->conns, sizeof(*r->conns));
 	uint32_t maxbs = o->rw == TB_RW_VERIFY_PASS ? 64 * TDO_VBLK_SIZE : 0;
