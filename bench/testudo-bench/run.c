@@ -21,6 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -544,6 +547,19 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 	}
 }
 
+/* Acknowledge what we received at once. A server that does not set
+ * TCP_NODELAY holds its next small reply until our ACK arrives; Linux
+ * delays that ACK up to 40 ms when we have nothing to send, which is the
+ * case while a connection drains before a FLUSH. TCP_QUICKACK does not
+ * stick, so it is set again after every read. */
+static void quickack(struct conn *c)
+{
+	uv_os_fd_t fd;
+	int one = 1;
+	if (!c->r->o->uri[c->uri].unix_socket && uv_fileno(&c->u.h, &fd) == 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
 	(void)b;
@@ -555,6 +571,7 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	if (n == 0 || c->state != C_UP)
 		return;
 	if (c->direct) {
+		quickack(c);
 		c->pl_got += (uint32_t)n;
 		if (c->pl_got == c->pl->len) {
 			struct slot *s = c->pl;
@@ -564,6 +581,7 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	c->rx_len += (size_t)n;
+	quickack(c);
 	parse(c);
 }
 
