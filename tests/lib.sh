@@ -35,15 +35,20 @@ start_node() {
 	[ -n "$NBD_PORT" ] && [ -n "$ADMIN_PORT" ]
 }
 
-stop_node() {
+# term_and_check PID LOG NAME: SIGTERM, then the exit status must be 0
+term_and_check() {
 	local st=0
-	kill -TERM "$NODE_PID" 2>/dev/null
-	wait "$NODE_PID" || st=$?
+	kill -TERM "$1" 2>/dev/null
+	wait "$1" || st=$?
 	if [ "$st" -ne 0 ]; then
-		echo "testudod exited with status $st after SIGTERM" >&2
-		tail -20 "$NODE_DIR/log" >&2
+		echo "$3 exited with status $st after SIGTERM" >&2
+		tail -20 "$2" >&2
 		return 1
 	fi
+}
+
+stop_node() {
+	term_and_check "$NODE_PID" "$NODE_DIR/log" testudod
 }
 
 kill_node() {
@@ -96,15 +101,9 @@ start_cluster_node() {
 }
 
 stop_cluster_node() {
-	local st=0
-	kill -TERM "${CL_PID[$1]}" 2>/dev/null
-	wait "${CL_PID[$1]}" || st=$?
+	local pid=${CL_PID[$1]}
 	CL_PID[$1]=
-	if [ "$st" -ne 0 ]; then
-		echo "node n$1 exited with status $st after SIGTERM" >&2
-		tail -20 "$CL_DIR/n$1/log" >&2
-		return 1
-	fi
+	term_and_check "$pid" "$CL_DIR/n$1/log" "node n$1"
 }
 
 kill_cluster_node() {
