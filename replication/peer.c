@@ -23,6 +23,7 @@
 #include <sys/random.h>
 
 #include "testudo/cluster.h"
+#include "testudo/net.h"
 #include "testudo/util.h"
 
 struct peer;
@@ -98,25 +99,10 @@ int tdo_peer_parse(const char *s, struct tdo_peer_conf *p)
 	memcpy(p->id, s, (size_t)(eq - s));
 	if (tdo_node_id_valid(p->id))
 		return -EINVAL;
-	const char *hp = eq + 1, *colon;
-	if (*hp == '[') {
-		const char *rb = strchr(hp, ']');
-		if (!rb || rb[1] != ':' || (size_t)(rb - hp - 1) >= sizeof(p->host))
-			return -EINVAL;
-		memcpy(p->host, hp + 1, (size_t)(rb - hp - 1));
-		colon = rb + 1;
-	} else {
-		colon = strrchr(hp, ':');
-		if (!colon || colon == hp || (size_t)(colon - hp) >= sizeof(p->host))
-			return -EINVAL;
-		memcpy(p->host, hp, (size_t)(colon - hp));
-	}
-	char *end;
-	errno = 0;
-	long port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port < 1 || port > 65535)
+	const char *hp = eq + 1;
+	/* a peer needs its host spelled out, and a real port */
+	if (*hp == ':' || tdo_parse_hostport(hp, p->host, sizeof(p->host), &p->port) || p->port < 1)
 		return -EINVAL;
-	p->port = (int)port;
 	/* numeric addresses only: the loop never blocks on a name lookup */
 	struct sockaddr_in6 a6;
 	struct sockaddr_in a4;
@@ -568,32 +554,14 @@ int tdo_cluster_start(uv_loop_t *loop, const struct tdo_cluster_opts *o, struct 
 	c->heartbeat_ms = o->heartbeat_ms ? o->heartbeat_ms : 200;
 	c->dead_ms = o->dead_ms ? o->dead_ms : 1000;
 
-	struct sockaddr_storage sa;
-	int salen = sizeof(sa);
-	if ((rc = uv_ip4_addr(o->host, o->port, (struct sockaddr_in *)&sa)) &&
-	    (rc = uv_ip6_addr(o->host, o->port, (struct sockaddr_in6 *)&sa))) {
-		snprintf(err, errlen, "'%s' is not an IP address", o->host);
-		free(c);
-		return -EINVAL;
-	}
-	uv_tcp_init(loop, &c->listener);
 	c->listener.data = c;
 	c->handles++;
-	if ((rc = uv_tcp_bind(&c->listener, (struct sockaddr *)&sa, 0)) ||
-	    (rc = uv_listen((uv_stream_t *)&c->listener, 64, on_connection))) {
+	if ((rc = tdo_tcp_listen(loop, &c->listener, o->host, o->port, on_connection, addr, addrlen,
+				 handle_closed))) {
+		/* the listener is closing; its close callback frees C */
 		snprintf(err, errlen, "%s", uv_strerror(rc));
 		c->stopping = true;
-		uv_close((uv_handle_t *)&c->listener, handle_closed);
 		return rc;
-	}
-	uv_tcp_getsockname(&c->listener, (struct sockaddr *)&sa, &salen);
-	char name[64];
-	if (sa.ss_family == AF_INET6) {
-		uv_ip6_name((struct sockaddr_in6 *)&sa, name, sizeof(name));
-		snprintf(addr, addrlen, "[%s]:%d", name, ntohs(((struct sockaddr_in6 *)&sa)->sin6_port));
-	} else {
-		uv_ip4_name((struct sockaddr_in *)&sa, name, sizeof(name));
-		snprintf(addr, addrlen, "%s:%d", name, ntohs(((struct sockaddr_in *)&sa)->sin_port));
 	}
 	uv_timer_init(loop, &c->hb);
 	c->hb.data = c;

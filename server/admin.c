@@ -1523,8 +1523,8 @@ int admin_listen(struct daemon *d, const char *host, int port)
 	if (!a)
 		return UV_ENOMEM;
 	a->d = d;
-	err = tcp_listen(d->loop, &d->admin_listener, host, port, on_connection,
-	                 d->admin_addr, sizeof d->admin_addr);
+	err = tdo_tcp_listen(d->loop, &d->admin_listener, host, port, on_connection,
+	                 d->admin_addr, sizeof d->admin_addr, NULL);
 	if (err) {
 		free(a);
 		return err;

@@ -12,6 +12,7 @@
 
 #include "testudo/cluster.h"
 #include "testudo/engine.h"
+#include "testudo/net.h"
 #include "testudo/nbd.h"
 #include "testudo/util.h"
 
@@ -76,13 +77,5 @@ void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why);
 
 int admin_listen(struct daemon *d, const char *host, int port);
 void admin_shutdown(struct daemon *d);
-
-/* ---- util --------------------------------------------------------------- */
-
-/* "HOST:PORT", "[v6]:PORT" or ":PORT" into HOST (default 127.0.0.1) and PORT. */
-int parse_hostport(const char *s, char *host, size_t hostlen, int *port);
-/* Bind and listen on HOST:PORT; writes the bound "HOST:PORT" into OUT. */
-int tcp_listen(uv_loop_t *loop, uv_tcp_t *t, const char *host, int port,
-               uv_connection_cb cb, char *out, size_t outlen);
 
 #endif

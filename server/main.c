@@ -57,66 +57,6 @@ static void usage(FILE *f)
 	        "  -v                   debug logging, including every NBD option and request\n");
 }
 
-int parse_hostport(const char *s, char *host, size_t hostlen, int *port)
-{
-	const char *colon;
-	char *end;
-	long p;
-
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= hostlen)
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(rb - s - 1));
-		host[rb - s - 1] = 0;
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon || (size_t)(colon - s) >= hostlen)
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = 0;
-		if (!host[0])
-			snprintf(host, hostlen, "127.0.0.1");
-	}
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || p < 0 || p > 65535)
-		return -EINVAL;
-	*port = (int)p;
-	return 0;
-}
-
-int tcp_listen(uv_loop_t *loop, uv_tcp_t *t, const char *host, int port,
-               uv_connection_cb cb, char *out, size_t outlen)
-{
-	struct sockaddr_storage sa;
-	int salen = sizeof sa, err;
-	char name[INET6_ADDRSTRLEN];
-
-	if (strchr(host, ':'))
-		err = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa);
-	else
-		err = uv_ip4_addr(host, port, (struct sockaddr_in *)&sa);
-	if (err)
-		return err;
-	if ((err = uv_tcp_init(loop, t)))
-		return err;
-	if ((err = uv_tcp_bind(t, (struct sockaddr *)&sa, 0)) || (err = uv_listen((uv_stream_t *)t, 128, cb))) {
-		uv_close((uv_handle_t *)t, NULL);
-		return err;
-	}
-	uv_tcp_getsockname(t, (struct sockaddr *)&sa, &salen);
-	if (sa.ss_family == AF_INET6) {
-		uv_ip6_name((struct sockaddr_in6 *)&sa, name, sizeof name);
-		snprintf(out, outlen, "[%s]:%d", name, ntohs(((struct sockaddr_in6 *)&sa)->sin6_port));
-	} else {
-		uv_ip4_name((struct sockaddr_in *)&sa, name, sizeof name);
-		snprintf(out, outlen, "%s:%d", name, ntohs(((struct sockaddr_in *)&sa)->sin_port));
-	}
-	return 0;
-}
-
 static char *trim(char *s)
 {
 	char *e;
@@ -352,7 +292,7 @@ int main(int argc, char **argv)
 	char repl_host[256], why[256] = "";
 	memcpy(co.peers, st.peers, sizeof co.peers);
 	if (st.node_id[0]) {
-		if (parse_hostport(st.repl[0] ? st.repl : "127.0.0.1:10811", repl_host, sizeof repl_host, &co.port)) {
+		if (tdo_parse_hostport(st.repl[0] ? st.repl : "127.0.0.1:10811", repl_host, sizeof repl_host, &co.port)) {
 			fprintf(stderr, "testudod: --repl %s: expected HOST:PORT\n", st.repl);
 			return 2;
 		}
@@ -373,7 +313,7 @@ int main(int argc, char **argv)
 		        err == -ENOENT ? "no such file or device" : tdo_strerror(err));
 		return bail(&loop, 1);
 	}
-	if (parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
+	if (tdo_parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
 		fprintf(stderr, "testudod: cannot listen for NBD on %s: %s\n", st.nbd,
 		        err ? uv_strerror(err) : "expected HOST:PORT");
 		return bail(&loop, 1);
@@ -381,7 +321,7 @@ int main(int argc, char **argv)
 	printf("listening nbd %s\n", D.nbd_addr);
 	fflush(stdout);
 	err = 0;
-	if (parse_hostport(st.admin, host, sizeof host, &port) || (err = admin_listen(&D, host, port))) {
+	if (tdo_parse_hostport(st.admin, host, sizeof host, &port) || (err = admin_listen(&D, host, port))) {
 		fprintf(stderr, "testudod: cannot listen for admin on %s: %s\n", st.admin,
 		        err ? uv_strerror(err) : "expected HOST:PORT");
 		return bail(&loop, 1);

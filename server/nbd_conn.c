@@ -329,8 +329,8 @@ static void on_connection(uv_stream_t *server, int status)
 int nbd_listen(struct daemon *d, const char *host, int port)
 {
 	d->nbd_listener.data = d;
-	return tcp_listen(d->loop, &d->nbd_listener, host, port, on_connection, d->nbd_addr,
-	                  sizeof d->nbd_addr);
+	return tdo_tcp_listen(d->loop, &d->nbd_listener, host, port, on_connection, d->nbd_addr,
+	                  sizeof d->nbd_addr, NULL);
 }
 
 static void listener_closed(uv_handle_t *h)
