@@ -92,6 +92,8 @@ struct tb_map {
 	uint8_t *busy;              /* an op of ours covers the block now */
 	uint64_t *doubt;            /* newest in-doubt seq per block; NULL until one */
 };
+/* Note an acknowledged write over [OFF, OFF+LEN). */
+void tb_map_ack(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq);
 /* Note an in-doubt write over [OFF, OFF+LEN). Returns 0 or -ENOMEM. */
 int tb_map_doubt(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq);
 int tb_map_init(struct tb_map *m, uint64_t base, uint64_t len);

@@ -432,10 +432,7 @@ static void complete(struct slot *s)
 			res->write_bytes += s->len;
 			tb_hist_add(&res->lat_write, lat);
 			if (r->map) {
-				for (uint64_t b = (s->off - r->map->base) / TDO_VBLK_SIZE;
-				     b < (s->off - r->map->base + s->len) / TDO_VBLK_SIZE; b++)
-					if (r->map->acked[b] < s->seq)
-						r->map->acked[b] = s->seq;
+				tb_map_ack(r->map, s->off, s->len, s->seq);
 				tb_journal_add(&r->j, s->off, s->len, s->seq);
 			}
 		} else {

@@ -97,13 +97,24 @@ enum tb_bad tb_map_check(const struct tb_map *m, const void *blk, uint64_t off, 
 	return k;
 }
 
+/* Raise SEQS[b] to SEQ for every block of [OFF, OFF+LEN). */
+static void raise_seq(const struct tb_map *m, uint64_t *seqs, uint64_t off, uint32_t len, uint64_t seq)
+{
+	for (uint64_t b = (off - m->base) / TDO_VBLK_SIZE; b < (off - m->base + len) / TDO_VBLK_SIZE; b++)
+		if (seqs[b] < seq)
+			seqs[b] = seq;
+}
+
+void tb_map_ack(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq)
+{
+	raise_seq(m, m->acked, off, len, seq);
+}
+
 int tb_map_doubt(struct tb_map *m, uint64_t off, uint32_t len, uint64_t seq)
 {
 	if (!m->doubt && !(m->doubt = calloc(m->nblocks ? m->nblocks : 1, sizeof(*m->doubt))))
 		return -ENOMEM;
-	for (uint64_t b = (off - m->base) / TDO_VBLK_SIZE; b < (off - m->base + len) / TDO_VBLK_SIZE; b++)
-		if (m->doubt[b] < seq)
-			m->doubt[b] = seq;
+	raise_seq(m, m->doubt, off, len, seq);
 	return 0;
 }
 
@@ -340,9 +351,7 @@ int tb_journal_load(const char *path, struct tb_map *m, uint64_t *writer, uint64
 			}
 			continue;
 		}
-		for (uint64_t b = x.jr_offset / TDO_VBLK_SIZE; b < (x.jr_offset + x.jr_length) / TDO_VBLK_SIZE; b++)
-			if (m->acked[b] < x.jr_seq)
-				m->acked[b] = x.jr_seq;
+		tb_map_ack(m, x.jr_offset, x.jr_length, x.jr_seq);
 	}
 out:
 	free(buf);
