@@ -127,3 +127,28 @@ int idx_walk(const struct idx *x, int (*fn)(void *arg, uint64_t b, struct tdo_ie
 	}
 	return 0;
 }
+
+struct scan_ctx {
+	uint64_t min_lsn;
+	tdo_scan_fn fn;
+	void *arg;
+};
+
+static int scan_one(void *arg, uint64_t b, struct tdo_ie e)
+{
+	struct scan_ctx *x = arg;
+
+	if (ie_lsn(e) <= x->min_lsn)
+		return 0;
+	return x->fn(x->arg, b, ie_lsn(e), ie_kind(e) == TDO_IE_ZERO ? TDO_MAP_ZERO : 0);
+}
+
+int tdo_engine_scan(struct tdo_engine *e, uint32_t vol, uint64_t min_lsn, tdo_scan_fn fn, void *arg)
+{
+	struct vol *v = eng_vol(e, vol);
+	struct scan_ctx x = { min_lsn, fn, arg };
+
+	if (!v)
+		return TDO_ENOVOL;
+	return idx_walk(&v->idx, scan_one, &x);
+}

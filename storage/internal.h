@@ -189,8 +189,9 @@ struct wreq {
 	bool rmw;                   /* partial first/last block */
 	uint8_t *head_blk, *tail_blk; /* merged partial blocks (rmw) */
 	int rmw_pending;
-	uint64_t lsn;               /* first LSN; one per record */
+	uint64_t lsn;               /* the request's LSN, shared by its records */
 	uint32_t epoch;
+	bool tagged;                /* LSN and epoch given by the caller */
 	/* progress through batches */
 	uint64_t next_b;            /* next block to put in a batch */
 	bool meta_done;             /* VOLOP record placed */

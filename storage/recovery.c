@@ -13,9 +13,10 @@
  * newest batch can be torn: its payloads are read and verified, and if they
  * fail it is the torn tail and is cut off.
  *
- * A record applies to a block only if its LSN is at least the entry's
- * (cleaner copies repeat an LSN and move a block; an older copy never
- * overrides a newer write).
+ * Client records apply in log order, whatever their LSNs (a replica's
+ * resync copy may carry an older LSN than what it replaces). A cleaner
+ * copy applies only over the very version it copied (same LSN and
+ * payload checksum), so an older copy never overrides a newer write.
  *
  * Must never: apply a batch that failed its checks and has no successor.
  */
@@ -42,8 +43,6 @@ static int apply_range(struct tdo_engine *e, struct vol *v, const struct tdo_rec
 			b |= IDX_CHUNK - 1; /* already holes */
 			continue;
 		}
-		if (c && ie_lsn(c->e[b & (IDX_CHUNK - 1)]) > r->rec_lsn)
-			continue;
 		err = idx_set(&v->idx, b, neu, &old);
 		if (err)
 			return err;
@@ -68,11 +67,18 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		if (!v || r->rec_block >= v->idx.nblocks)
 			return 0; /* deleted or shrunk since */
 		old = idx_get(&v->idx, r->rec_block);
-		if (ie_lsn(old) > r->rec_lsn)
-			return 0;
-		if (expect_sector != UINT64_MAX &&
-		    (!ie_has_payload(old) || ie_sector(old) != expect_sector || ie_lsn(old) != r->rec_lsn))
-			return 0; /* the copied version was superseded meanwhile */
+		/* A client record takes effect in log order (overlapping
+		 * writes reach the log in submission order; a replica's
+		 * resync copy may carry an older LSN than what it replaces).
+		 * A cleaner copy takes effect only over the very version it
+		 * copied: live, the sector it was read from; in replay, the
+		 * same LSN and payload checksum. */
+		if (r->rec_flags & TDO_RECF_RELOC) {
+			if (expect_sector != UINT64_MAX ?
+			    (!ie_has_payload(old) || ie_sector(old) != expect_sector || ie_lsn(old) != r->rec_lsn) :
+			    (!ie_has_payload(old) || ie_lsn(old) != r->rec_lsn || old.ie_c != (uint32_t)r->rec_pcsum))
+				return 0; /* the copied version was superseded meanwhile */
+		}
 		if (nsect == 0 || nsect > TDO_BLOCK_SIZE / TDO_SECTOR_SIZE)
 			return replay ? 0 : -EIO;
 		neu = ie_make((r->rec_flags & TDO_RECF_LZ4) ? TDO_IE_LZ4 : TDO_IE_DATA, r->rec_lsn,
@@ -80,8 +86,10 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		if (idx_set(&v->idx, r->rec_block, neu, &old))
 			return -ENOMEM;
 		eng_account(e, v, old, neu);
-		if (replay && r->rec_lsn > v->d.vd_lsn)
+		if (replay && r->rec_lsn >= v->d.vd_lsn && !(r->rec_flags & TDO_RECF_RELOC)) {
 			v->d.vd_lsn = r->rec_lsn;
+			v->d.vd_epoch = r->rec_epoch;
+		}
 		return 0;
 	}
 	case TDO_REC_ZERO:
@@ -89,8 +97,10 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		v = eng_vol(e, r->rec_vol);
 		if (!v)
 			return 0;
-		if (replay && r->rec_lsn > v->d.vd_lsn)
+		if (replay && r->rec_lsn >= v->d.vd_lsn) {
 			v->d.vd_lsn = r->rec_lsn;
+			v->d.vd_epoch = r->rec_epoch;
+		}
 		return apply_range(e, v, r);
 	default:
 		break;
@@ -107,8 +117,15 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		    d.vd_size == 0 || d.vd_size % TDO_SECTOR_SIZE)
 			return 0;
 		v = eng_vol(e, d.vd_id);
-		if (r->rec_type == TDO_REC_VOL_RESIZE)
-			return v ? vol_apply_resize(e, v, d.vd_size) : 0;
+		if (r->rec_type == TDO_REC_VOL_RESIZE) {
+			if (!v)
+				return 0;
+			/* a resize record also carries the LSN and epoch the
+			 * volume had (tdo_vol_set_lsn may have lowered them) */
+			v->d.vd_lsn = d.vd_lsn;
+			v->d.vd_epoch = d.vd_epoch;
+			return vol_apply_resize(e, v, d.vd_size);
+		}
 		if (v)
 			return 0;
 		v = vol_new(&d);

@@ -196,6 +196,33 @@ int tdo_vol_resize(struct tdo_engine *e, const char *name, uint64_t size,
 	return volop_submit(e, TDO_REC_VOL_RESIZE, &v->d, cb, arg);
 }
 
+int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32_t epoch,
+                    tdo_done_cb cb, void *arg)
+{
+	struct vol *v;
+
+	if (e->closing)
+		return -ESHUTDOWN;
+	if (e->poison)
+		return e->poison;
+	if (!name || !(v = eng_vol_by_name(e, name)))
+		return TDO_ENOVOL;
+	if (lsn > IE_LSN_MASK || epoch == 0)
+		return -EINVAL;
+	if (!list_empty(&v->active) || !list_empty(&v->waiting))
+		return -EBUSY;
+	uint64_t old_lsn = v->d.vd_lsn;
+	uint32_t old_epoch = v->d.vd_epoch;
+	v->d.vd_lsn = lsn;
+	v->d.vd_epoch = epoch;
+	int err = volop_submit(e, TDO_REC_VOL_RESIZE, &v->d, cb, arg);
+	if (err) {
+		v->d.vd_lsn = old_lsn;
+		v->d.vd_epoch = old_epoch;
+	}
+	return err;
+}
+
 int tdo_vol_delete(struct tdo_engine *e, const char *name, tdo_done_cb cb, void *arg)
 {
 	struct tdo_vol_desc d;

@@ -89,7 +89,12 @@ static void enqueue(struct tdo_engine *e, struct wreq *w)
 {
 	struct vol *v = eng_vol(e, w->vol);
 
-	if (v && (w->kind == WR_WRITE || w->kind == WR_ZERO || w->kind == WR_TRIM)) {
+	if (v && w->tagged) {
+		if (w->lsn >= v->d.vd_lsn) {
+			v->d.vd_lsn = w->lsn;
+			v->d.vd_epoch = w->epoch;
+		}
+	} else if (v && (w->kind == WR_WRITE || w->kind == WR_ZERO || w->kind == WR_TRIM)) {
 		w->lsn = ++v->d.vd_lsn;
 		w->epoch = v->d.vd_epoch;
 	}
@@ -705,8 +710,9 @@ static int check_range(struct tdo_engine *e, uint32_t vol, uint64_t off, uint64_
 	return 0;
 }
 
-static int submit_io(struct tdo_engine *e, int kind, uint32_t vol, uint64_t off, uint64_t len,
-                     const void *buf, unsigned flags, tdo_done_cb cb, void *arg)
+static int submit_tagged(struct tdo_engine *e, int kind, uint32_t vol, uint64_t off, uint64_t len,
+                         const void *buf, unsigned flags, uint64_t lsn, uint32_t epoch,
+                         tdo_done_cb cb, void *arg)
 {
 	struct wreq *w;
 	int err = check_range(e, vol, off, len, NULL);
@@ -726,8 +732,42 @@ static int submit_io(struct tdo_engine *e, int kind, uint32_t vol, uint64_t off,
 	w->flags = flags;
 	w->cb = cb;
 	w->arg = arg;
+	if (lsn) {
+		w->tagged = true;
+		w->lsn = lsn;
+		w->epoch = epoch;
+	}
 	wr_submit(e, w);
 	return 0;
+}
+
+static int submit_io(struct tdo_engine *e, int kind, uint32_t vol, uint64_t off, uint64_t len,
+                     const void *buf, unsigned flags, tdo_done_cb cb, void *arg)
+{
+	return submit_tagged(e, kind, vol, off, len, buf, flags, 0, 0, cb, arg);
+}
+
+int tdo_engine_submit_at(struct tdo_engine *e, int op, uint32_t vol, uint64_t off, uint64_t len,
+                         const void *buf, unsigned flags, uint64_t lsn, uint32_t epoch,
+                         tdo_done_cb cb, void *arg)
+{
+	if (lsn == 0 || lsn > IE_LSN_MASK || epoch == 0)
+		return -EINVAL;
+	switch (op) {
+	case TDO_OP_WRITE:
+		if (!buf || len > UINT32_MAX || flags)
+			return -EINVAL;
+		return submit_tagged(e, WR_WRITE, vol, off, len, buf, 0, lsn, epoch, cb, arg);
+	case TDO_OP_ZERO:
+		if (flags & ~TDO_ZERO_NO_HOLE)
+			return -EINVAL;
+		return submit_tagged(e, WR_ZERO, vol, off, len, NULL, flags, lsn, epoch, cb, arg);
+	case TDO_OP_TRIM:
+		if (flags)
+			return -EINVAL;
+		return submit_tagged(e, WR_TRIM, vol, off, len, NULL, 0, lsn, epoch, cb, arg);
+	}
+	return -EINVAL;
 }
 
 int tdo_engine_write(struct tdo_engine *e, uint32_t vol, uint64_t off,

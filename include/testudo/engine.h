@@ -123,6 +123,31 @@ int tdo_engine_write_zeroes(struct tdo_engine *e, uint32_t vol, uint64_t off,
 int tdo_engine_flush(struct tdo_engine *e, tdo_done_cb cb, void *arg);
 
 /*
+ * The volume tier's forms. tdo_engine_submit_at is a write, write-zeroes
+ * or trim (OP) that carries the LSN and epoch the caller gives instead of
+ * the next one: a replica applies its primary's writes this way. LSN > 0,
+ * EPOCH > 0; the volume's LSN becomes LSN when that is not lower. Records
+ * take effect in submission order whatever their LSNs (a resync copy may
+ * carry an older LSN than the version it replaces).
+ */
+enum { TDO_OP_WRITE = 1, TDO_OP_ZERO = 2, TDO_OP_TRIM = 3 };
+int tdo_engine_submit_at(struct tdo_engine *e, int op, uint32_t vol, uint64_t off, uint64_t len,
+                         const void *buf, unsigned flags, uint64_t lsn, uint32_t epoch,
+                         tdo_done_cb cb, void *arg);
+/* Set (also lower) a volume's LSN and epoch, durably, once no write of
+ * it is in flight (-EBUSY otherwise): the end of a replica's resync. */
+int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32_t epoch,
+                    tdo_done_cb cb, void *arg);
+/*
+ * Every allocated block (data or zero; STATE 0 or TDO_MAP_ZERO) whose
+ * newest version has an LSN above MIN_LSN, in block order; stops when FN
+ * returns nonzero and returns that. Trimmed blocks are holes and carry no
+ * LSN: a resync learns of them from the allocation map. Synchronous.
+ */
+typedef int (*tdo_scan_fn)(void *arg, uint64_t block, uint64_t lsn, unsigned state);
+int tdo_engine_scan(struct tdo_engine *e, uint32_t vol, uint64_t min_lsn, tdo_scan_fn fn, void *arg);
+
+/*
  * Allocation map of [OFF, OFF+LEN): calls FN for each run of blocks with
  * the same state (TDO_MAP_HOLE | TDO_MAP_ZERO bits) in order. Synchronous.
  */

@@ -113,8 +113,11 @@ enum tdo_rec_flags {
  * length, when TDO_RECF_LZ4). rec_pcsum is xxh3-64 of the payload bytes as
  * stored; rec_hcsum is xxh3-64 of this header with rec_hcsum zero.
  *
- * Invariant: along the log, a volume's rec_lsn never goes backwards except
- * for TDO_RECF_RELOC copies, which repeat the LSN of the record they copy.
+ * Invariants: a client record (not TDO_RECF_RELOC) takes effect in log
+ * order; its rec_lsn is the writer's (a replica writes its primary's LSNs,
+ * and a resync copy may carry an LSN older than the version it replaces).
+ * A TDO_RECF_RELOC copy repeats the LSN and payload checksum of the record
+ * it copies and takes effect only over that same version.
  */
 struct tdo_rec_hdr {
 	uint8_t  rec_type;          /* enum tdo_rec_type */
