@@ -74,14 +74,14 @@ $(BUILD)/tests/%: tests/prog/%.c $(LIBSTORAGE)
 
 $(BUILD)/tests/nbd_fuzz: tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ) $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iserver -o $@ $< $(NBD_LIB_OBJ) $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Iserver -o $@ $< $(NBD_LIB_OBJ) $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -ljansson
 
 # libFuzzer over the NBD parsers for FUZZ_SECONDS; new inputs that reach
 # new code are merged into tests/fuzz/corpus (commit them).
 fuzz:
 	$(MAKE) CC=clang BUILD=build/fuzz SANITIZER=address,undefined,fuzzer-no-link CFLAGS="-O1 -g" build/fuzz/libtestudo-storage.a $(NBD_LIB_OBJ:$(BUILD)/%=build/fuzz/%)
 	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Iserver -DNBD_LIBFUZZER -fsanitize=fuzzer,address,undefined \
-		-o build/fuzz/nbd_libfuzzer tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ:$(BUILD)/%=build/fuzz/%) build/fuzz/libtestudo-storage.a $(LDLIBS)
+		-o build/fuzz/nbd_libfuzzer tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ:$(BUILD)/%=build/fuzz/%) build/fuzz/libtestudo-storage.a $(LDLIBS) -ljansson
 	mkdir -p build/fuzz/new
 	build/fuzz/nbd_libfuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 build/fuzz/new tests/fuzz/corpus
 	build/fuzz/nbd_libfuzzer -merge=1 tests/fuzz/corpus build/fuzz/new

@@ -37,7 +37,10 @@ struct pconn {
 	char *rx;                   /* unparsed bytes rx[0..rx_len) */
 	size_t rx_len, rx_cap;
 	uint64_t born_usec, last_rx_usec;
-	struct pconn *next;
+	char *tx;                   /* messages queued for the next flush */
+	size_t tx_len, tx_cap;
+	bool tx_close_after, tx_queued;
+	struct pconn *next, *tx_next;
 };
 
 struct peer {
@@ -63,6 +66,9 @@ struct tdo_cluster {
 	uv_timer_t hb;
 	unsigned heartbeat_ms, dead_ms;
 	struct pconn *conns;
+	struct pconn *tx_list;      /* connections with queued messages */
+	uv_idle_t flush;            /* runs once per loop turn while tx_list is not empty */
+	struct tdo_cluster_hooks hooks;
 	bool stopping;
 	int handles;                /* open handles; the struct goes with the last */
 };
@@ -130,29 +136,89 @@ static void write_cb(uv_write_t *w, int status)
 	free(r);
 }
 
-static int send_msg(struct pconn *pc, uint16_t type, const void *payload, uint32_t len, bool close_after)
+/* Write out everything queued on PC as one write. */
+static void pc_flush(struct pconn *pc)
 {
-	if (pc->closing)
-		return -ECANCELED;
-	struct wreq *r = malloc(sizeof(*r) + sizeof(struct tdo_rmsg) + len);
+	if (pc->closing || !pc->tx_len)
+		return;
+	struct wreq *r = malloc(sizeof(*r) + pc->tx_len);
 	if (!r) {
 		conn_close(pc, "out of memory");
-		return -ENOMEM;
+		return;
 	}
-	struct tdo_rmsg h = { TDO_RM_MAGIC, TDO_RM_VERSION, type, 0, len, 0 };
-	h.rm_check = (uint32_t)tdo_csum_two(&h, offsetof(struct tdo_rmsg, rm_check), payload, len);
-	memcpy(r->buf, &h, sizeof(h));
-	if (len)
-		memcpy(r->buf + sizeof(h), payload, len);
-	r->close_after = close_after;
+	memcpy(r->buf, pc->tx, pc->tx_len);
+	r->close_after = pc->tx_close_after;
 	r->w.data = pc;
-	uv_buf_t b = uv_buf_init(r->buf, (unsigned)(sizeof(h) + len));
+	uv_buf_t b = uv_buf_init(r->buf, (unsigned)pc->tx_len);
+	pc->tx_len = 0;
 	int rc = uv_write(&r->w, (uv_stream_t *)&pc->tcp, &b, 1, write_cb);
 	if (rc < 0) {
 		free(r);
 		conn_close(pc, uv_strerror(rc));
 	}
-	return rc;
+}
+
+/* Batching: messages queued during one loop turn leave in one write. */
+static void flush_cb(uv_idle_t *h)
+{
+	struct tdo_cluster *c = h->data;
+	struct pconn *l = c->tx_list;
+	c->tx_list = NULL;
+	uv_idle_stop(&c->flush);
+	for (struct pconn *pc = l, *next; pc; pc = next) {
+		next = pc->tx_next;
+		pc->tx_queued = false;
+		pc_flush(pc);
+	}
+}
+
+#define TX_FLUSH_AT (4u << 20)
+
+static int send_msg2(struct pconn *pc, uint16_t type, const void *a, uint32_t alen, const void *b,
+		     uint32_t blen, bool close_after)
+{
+	if (pc->closing)
+		return -ECANCELED;
+	uint32_t len = alen + blen;
+	size_t need = pc->tx_len + sizeof(struct tdo_rmsg) + len;
+	if (need > pc->tx_cap) {
+		size_t cap = pc->tx_cap ? pc->tx_cap : 64 * 1024;
+		while (cap < need)
+			cap *= 2;
+		char *n = realloc(pc->tx, cap);
+		if (!n) {
+			conn_close(pc, "out of memory");
+			return -ENOMEM;
+		}
+		pc->tx = n;
+		pc->tx_cap = cap;
+	}
+	struct tdo_rmsg h = { TDO_RM_MAGIC, TDO_RM_VERSION, type, 0, len, 0 };
+	char *o = pc->tx + pc->tx_len;
+	if (alen)
+		memcpy(o + sizeof(h), a, alen);
+	if (blen)
+		memcpy(o + sizeof(h) + alen, b, blen);
+	h.rm_check = (uint32_t)tdo_csum_two(&h, offsetof(struct tdo_rmsg, rm_check), o + sizeof(h), len);
+	memcpy(o, &h, sizeof(h));
+	pc->tx_len = need;
+	pc->tx_close_after |= close_after;
+	if (close_after || pc->tx_len >= TX_FLUSH_AT) {
+		pc_flush(pc);
+		return pc->closing && !close_after ? -ECANCELED : 0;
+	}
+	if (!pc->tx_queued) {
+		pc->tx_queued = true;
+		pc->tx_next = pc->c->tx_list;
+		pc->c->tx_list = pc;
+		uv_idle_start(&pc->c->flush, flush_cb);
+	}
+	return 0;
+}
+
+static int send_msg(struct pconn *pc, uint16_t type, const void *payload, uint32_t len, bool close_after)
+{
+	return send_msg2(pc, type, payload, len, NULL, 0, close_after);
 }
 
 static void fill_hello(struct tdo_cluster *c, struct tdo_rm_hello *h, const char *to)
@@ -214,6 +280,8 @@ static void peer_up(struct peer *p, struct pconn *pc, uint64_t boot)
 	set_state(p, TDO_PEER_UP);
 	tdo_log(TDO_LOG_INFO, "peer", "%s up (%s%s)", p->conf.id, pc->outbound ? "dialled" : "it dialled",
 		restarted ? ", it restarted" : "");
+	if (p->c->hooks.up)
+		p->c->hooks.up(p->c->hooks.arg, (int)(p - p->c->peers));
 }
 
 /* ---- connections ---- */
@@ -229,6 +297,13 @@ static void pc_closed(uv_handle_t *h)
 {
 	struct pconn *pc = h->data;
 	struct tdo_cluster *c = pc->c;
+	if (pc->tx_queued)
+		for (struct pconn **pp = &c->tx_list; *pp; pp = &(*pp)->tx_next)
+			if (*pp == pc) {
+				*pp = pc->tx_next;
+				break;
+			}
+	free(pc->tx);
 	for (struct pconn **pp = &c->conns; *pp; pp = &(*pp)->next)
 		if (*pp == pc) {
 			*pp = pc->next;
@@ -258,6 +333,8 @@ static void conn_close(struct pconn *pc, const char *why)
 			snprintf(p->last_error, sizeof(p->last_error), "%s", why);
 		set_state(p, TDO_PEER_DOWN);
 		schedule_dial(p);
+		if (pc->up && pc->c->hooks.down && !pc->c->stopping)
+			pc->c->hooks.down(pc->c->hooks.arg, (int)(p - pc->c->peers));
 	}
 	uv_close((uv_handle_t *)&pc->tcp, pc_closed);
 }
@@ -331,6 +408,10 @@ static bool on_msg(struct pconn *pc, const struct tdo_rmsg *h, const char *pl)
 	case TDO_RM_PONG:
 		return true;
 	default: {
+		if (h->rm_type >= TDO_RM_FIRST_VOLUME && h->rm_type < TDO_RM_END && c->hooks.msg) {
+			c->hooks.msg(c->hooks.arg, (int)(pc->p - c->peers), h->rm_type, pl, h->rm_length);
+			return !pc->closing;
+		}
 		char why[64];
 		snprintf(why, sizeof(why), "unknown message type %u", h->rm_type);
 		conn_close(pc, why);
@@ -563,6 +644,9 @@ int tdo_cluster_start(uv_loop_t *loop, const struct tdo_cluster_opts *o, struct 
 		c->stopping = true;
 		return rc;
 	}
+	uv_idle_init(loop, &c->flush);
+	c->flush.data = c;
+	c->handles++;
 	uv_timer_init(loop, &c->hb);
 	c->hb.data = c;
 	c->handles++;
@@ -603,6 +687,7 @@ void tdo_cluster_stop(struct tdo_cluster *c)
 	for (int i = 0; i < c->npeers; i++)
 		uv_close((uv_handle_t *)&c->peers[i].retry, retry_closed);
 	uv_close((uv_handle_t *)&c->hb, handle_closed);
+	uv_close((uv_handle_t *)&c->flush, handle_closed);
 	uv_close((uv_handle_t *)&c->listener, handle_closed);
 }
 
@@ -633,4 +718,47 @@ const char *tdo_cluster_name(struct tdo_cluster *c)
 const char *tdo_cluster_node_id(struct tdo_cluster *c)
 {
 	return c->id;
+}
+
+void tdo_cluster_set_hooks(struct tdo_cluster *c, const struct tdo_cluster_hooks *h)
+{
+	c->hooks = *h;
+}
+
+int tdo_cluster_send(struct tdo_cluster *c, int peer, uint16_t type, const void *a, uint32_t alen,
+		     const void *b, uint32_t blen)
+{
+	if (peer < 0 || peer >= c->npeers || c->stopping)
+		return -EINVAL;
+	struct pconn *pc = c->peers[peer].conn;
+	if (!pc || !pc->up || pc->closing)
+		return -ENOTCONN;
+	return send_msg2(pc, type, a, alen, b, blen, false);
+}
+
+void tdo_cluster_drop(struct tdo_cluster *c, int peer, const char *why)
+{
+	if (peer >= 0 && peer < c->npeers && c->peers[peer].conn)
+		conn_close(c->peers[peer].conn, why);
+}
+
+int tdo_cluster_npeers(struct tdo_cluster *c)
+{
+	return c->npeers;
+}
+
+const char *tdo_cluster_peer_id(struct tdo_cluster *c, int peer)
+{
+	return peer >= 0 && peer < c->npeers ? c->peers[peer].conf.id : NULL;
+}
+
+int tdo_cluster_peer_index(struct tdo_cluster *c, const char *id)
+{
+	struct peer *p = find_peer(c, id);
+	return p ? (int)(p - c->peers) : -1;
+}
+
+bool tdo_cluster_peer_up(struct tdo_cluster *c, int peer)
+{
+	return peer >= 0 && peer < c->npeers && c->peers[peer].state == TDO_PEER_UP;
 }

@@ -55,6 +55,7 @@
 #include <jansson.h>
 
 #include "internal.h"
+#include "testudo/vtier.h"
 #include "admin.h"
 
 #define ADMIN_MAX_HEAD    (16u << 10)   /* request line and headers */
@@ -85,7 +86,7 @@ enum aconn_state {
 	AS_CLOSING,                 /* uv_close called; freed by the last callback */
 };
 
-enum vol_op { OP_NONE, OP_CREATE, OP_RESIZE, OP_DELETE };
+enum vol_op { OP_NONE, OP_CREATE, OP_RESIZE, OP_DELETE, OP_PROMOTE, OP_VERIFY };
 
 /*
  * One client connection. Invariants: reading is on only in AS_HEAD,
@@ -936,6 +937,94 @@ static void start_vol_op(struct aconn *c)
 	}
 }
 
+/* ---- volumes of a cluster (the volume tier) ---------------------------------- */
+
+/* A volume tier error as an HTTP status. */
+static int vt_http_status(int err)
+{
+	switch (err) {
+	case TDO_ENOVOL: return 404;
+	case TDO_EVOLEXIST: case -EALREADY: case -EBUSY: return 409;
+	case -EINVAL: return 400;
+	case TDO_ENOSPACE: case -ENOSPC: return 507;
+	case -ETIMEDOUT: return 504;
+	case -EAGAIN: case -ENOTCONN: case -ESHUTDOWN: case -ENOMEM: return 503;
+	default: return 500;
+	}
+}
+
+static void vt_reply_error(struct aconn *c, int err, const char *msg)
+{
+	int status = vt_http_status(err);
+	tdo_log(status >= 500 ? TDO_LOG_WARN : TDO_LOG_INFO, "admin", "%s: %s volume %s: %s: %d %s", c->peer,
+	        c->op == OP_PROMOTE ? "promote" : c->op == OP_VERIFY ? "verify" : op_verb(c->op), c->op_name,
+	        msg && *msg ? msg : tdo_strerror(err), status, reason(status));
+	send_error(c, status, "%s", msg && *msg ? msg : tdo_strerror(err));
+}
+
+static void on_vt_done(void *arg, int status, const char *msg, json_t *result)
+{
+	struct aconn *c = arg;
+
+	if (c->state == AS_CLOSING) {  /* the client went away meanwhile */
+		json_decref(result);
+		conn_unref(c);
+		return;
+	}
+	c->refs--;
+	if (status && !(c->op == OP_VERIFY && result)) {
+		json_decref(result);
+		vt_reply_error(c, status, msg);
+	}
+	else if (c->op == OP_DELETE)
+		send_json(c, 200, NULL, json_pack("{s:s, s:b}", "name", c->op_name, "deleted", 1));
+	else {
+		char loc[128];
+		snprintf(loc, sizeof loc, "Location: /v1/volumes/%s\r\n", c->op_name);
+		if (!result)
+			result = json_pack("{s:s}", "name", c->op_name);
+		send_json(c, c->op == OP_CREATE ? 201 : 200, c->op == OP_CREATE ? loc : NULL, result);
+	}
+	c->op = OP_NONE;
+}
+
+/* Hand c->op to the volume tier; the reply goes out from on_vt_done. */
+static void start_vt_op(struct aconn *c, int replicas, const char *primary, const char *node)
+{
+	struct daemon *d = c->a->d;
+	char err[256] = "";
+	int rc;
+
+	c->refs++;
+	c->state = AS_ENGINE;
+	read_off(c);
+	switch (c->op) {
+	case OP_CREATE:
+		rc = tdo_vtier_create(d->vtier, c->op_name, c->op_size, c->op_flags, replicas, primary, on_vt_done, c,
+		                      err, sizeof err);
+		break;
+	case OP_RESIZE:
+		rc = tdo_vtier_resize(d->vtier, c->op_name, c->op_size, on_vt_done, c, err, sizeof err);
+		break;
+	case OP_PROMOTE:
+		rc = tdo_vtier_promote(d->vtier, c->op_name, node, on_vt_done, c, err, sizeof err);
+		break;
+	case OP_VERIFY:
+		rc = tdo_vtier_verify(d->vtier, c->op_name, on_vt_done, c, err, sizeof err);
+		break;
+	default:
+		rc = tdo_vtier_delete(d->vtier, c->op_name, on_vt_done, c, err, sizeof err);
+		if (!rc)
+			met_forget(&d->met, c->op_name);
+		break;
+	}
+	if (rc) {
+		c->refs--;
+		vt_reply_error(c, rc, err);
+		c->op = OP_NONE;
+	}
+}
+
 /*
  * The JSON object in the request body, with only the keys in ALLOWED (a
  * NULL-terminated list). NULL after a 400 was sent.
@@ -1005,8 +1094,15 @@ static void h_vol_list(struct aconn *c)
 {
 	struct daemon *d = c->a->d;
 	struct tdo_vol_info one, *vi;
-	json_t *arr = json_array();
-	int n = tdo_vol_list(d->engine, &one, 0);
+	json_t *arr;
+	int n;
+
+	if (d->vtier) {
+		send_json(c, 200, NULL, tdo_vtier_status(d->vtier));
+		return;
+	}
+	arr = json_array();
+	n = tdo_vol_list(d->engine, &one, 0);
 
 	vi = calloc((size_t)n + 1, sizeof *vi);
 	if (!vi || !arr) {
@@ -1024,9 +1120,11 @@ static void h_vol_list(struct aconn *c)
 
 static void h_vol_create(struct aconn *c)
 {
-	static const char *const keys[] = { "name", "size", "compress", NULL };
+	static const char *const keys[] = { "name", "size", "compress", "replicas", "primary", NULL };
 	json_t *j = body_object(c, keys), *v;
 	const char *name;
+	int replicas = 0;
+	const char *primary = NULL;
 
 	if (!j)
 		return;
@@ -1046,9 +1144,30 @@ static void h_vol_create(struct aconn *c)
 	}
 	if (v && !strcmp(json_string_value(v), "lz4"))
 		c->op_flags = TDO_VOL_LZ4;
+	v = json_object_get(j, "replicas");
+	if (v && (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > TDO_REP_MAX)) {
+		send_error(c, 400, "\"replicas\" must be an integer from 1 to %d", TDO_REP_MAX);
+		goto out;
+	}
+	if (v)
+		replicas = (int)json_integer_value(v);
+	v = json_object_get(j, "primary");
+	if (v && (!json_is_string(v) || tdo_node_id_valid(json_string_value(v)))) {
+		send_error(c, 400, "\"primary\" must be a node id");
+		goto out;
+	}
+	if (v)
+		primary = json_string_value(v);
+	if ((replicas || primary) && !c->a->d->vtier) {
+		send_error(c, 400, "\"replicas\" and \"primary\" need a node in a cluster (testudod --node-id)");
+		goto out;
+	}
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
 	c->op = OP_CREATE;
-	start_vol_op(c);
+	if (c->a->d->vtier)
+		start_vt_op(c, replicas, primary, NULL);
+	else
+		start_vol_op(c);
 out:
 	json_decref(j);
 }
@@ -1056,6 +1175,14 @@ out:
 static void h_vol_get(struct aconn *c, const char *name)
 {
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
+	if (c->a->d->vtier) {
+		json_t *j = tdo_vtier_volume_json(c->a->d->vtier, name);
+		if (j)
+			send_json(c, 200, NULL, j);
+		else
+			reply_failure(c, TDO_ENOVOL);
+		return;
+	}
 	reply_volume(c, 200, name);
 }
 
@@ -1071,6 +1198,20 @@ static void h_vol_resize(struct aconn *c, const char *name)
 	c->op = OP_RESIZE;
 	if (!j || body_size(c, j, &c->op_size))
 		goto out;
+	if (d->vtier) {
+		uint64_t cur;
+		if (tdo_vtier_lookup(d->vtier, name, &cur)) {
+			reply_failure(c, TDO_ENOVOL);
+			goto out;
+		}
+		if (c->op_size < cur && nbd_conn_count(d, name) > 0) {
+			reply_failure(c, -EBUSY);
+			goto out;
+		}
+		json_decref(j);
+		start_vt_op(c, 0, NULL, NULL);
+		return;
+	}
 	err = tdo_vol_lookup(d->engine, name, &vi);
 	if (err) {
 		reply_failure(c, err);
@@ -1106,7 +1247,39 @@ static void h_vol_delete(struct aconn *c, const char *name, bool force)
 		c->op = OP_NONE;
 		return;
 	}
-	start_vol_op(c);
+	if (d->vtier)
+		start_vt_op(c, 0, NULL, NULL);
+	else
+		start_vol_op(c);
+}
+
+/* POST /v1/volumes/NAME/promote {"node": ID} and POST /v1/volumes/NAME/verify */
+static void h_vol_action(struct aconn *c, const char *name, const char *action)
+{
+	static const char *const keys[] = { "node", NULL };
+	json_t *j = NULL, *v;
+
+	snprintf(c->op_name, sizeof c->op_name, "%s", name);
+	if (!c->a->d->vtier) {
+		send_error(c, 400, "%s needs a node in a cluster (testudod --node-id)", action);
+		return;
+	}
+	if (!strcmp(action, "verify")) {
+		c->op = OP_VERIFY;
+		start_vt_op(c, 0, NULL, NULL);
+		return;
+	}
+	if (!(j = body_object(c, keys)))
+		return;
+	v = json_object_get(j, "node");
+	if (!json_is_string(v) || tdo_node_id_valid(json_string_value(v))) {
+		send_error(c, 400, "missing \"node\" (a node id)");
+		json_decref(j);
+		return;
+	}
+	c->op = OP_PROMOTE;
+	start_vt_op(c, 0, NULL, json_string_value(v));
+	json_decref(j);
 }
 
 /* ---- status and metrics ---------------------------------------------------- */
@@ -1174,8 +1347,12 @@ static void h_status(struct aconn *c)
 	              "volumes", tdo_vol_list(d->engine, &one, 0),
 	              "connections", nbd_conn_count(d, NULL),
 	              "engine", eng);
-	if (j && d->cluster)
-		json_object_set_new(j, "cluster", cluster_json(d));
+	if (j && d->cluster) {
+		json_t *cl = cluster_json(d);
+		if (cl && d->vtier)
+			json_object_set_new(cl, "volumes", tdo_vtier_status(d->vtier));
+		json_object_set_new(j, "cluster", cl);
+	}
 	send_json(c, 200, NULL, j);
 }
 
@@ -1424,6 +1601,22 @@ static void dispatch(struct aconn *c)
 			h_vol_create(c);
 		else
 			send_error_hdr(c, 405, "Allow: GET, HEAD, POST\r\n", "%s is not allowed on /v1/volumes", c->req.method);
+	} else if (plen > 12 && memcmp(t, "/v1/volumes/", 12) == 0 && memchr(t + 12, '/', plen - 12)) {
+		const char *slash = memchr(t + 12, '/', plen - 12);
+		size_t alen = plen - (size_t)(slash + 1 - t);
+		const char *action = alen == 7 && !memcmp(slash + 1, "promote", 7) ? "promote" :
+		                     alen == 6 && !memcmp(slash + 1, "verify", 6) ? "verify" : NULL;
+		if (!action || decode_segment(t + 12, (size_t)(slash - (t + 12)), name, sizeof name) < 0) {
+			send_error(c, 404, "no such endpoint: %.*s (a volume has /promote and /verify)",
+			           (int)(plen > 200 ? 200 : plen), t);
+			return;
+		}
+		if (!method_is(c, "POST")) {
+			send_error_hdr(c, 405, "Allow: POST\r\n", "%s is not allowed on /%s", c->req.method, action);
+			return;
+		}
+		if (name_ok(c, name))
+			h_vol_action(c, name, action);
 	} else if (plen > 12 && memcmp(t, "/v1/volumes/", 12) == 0 && !memchr(t + 12, '/', plen - 12)) {
 		if (decode_segment(t + 12, plen - 12, name, sizeof name) < 0) {
 			send_error(c, 400, "invalid volume name in the path");

@@ -21,7 +21,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "internal.h"
+#include "admin.h"
+#include "testudo/vtier.h"
 
 struct settings {
 	char device[4096];
@@ -34,6 +38,9 @@ struct settings {
 	char repl[256];
 	int npeers;
 	struct tdo_peer_conf peers[TDO_MAX_PEERS];
+	char state[4096];           /* the node's state file (default DEVICE.state) */
+	unsigned ack_timeout_ms;
+	uint64_t resync_rate;
 };
 
 static struct daemon D;
@@ -52,8 +59,12 @@ static void usage(FILE *f)
 	        "  --repl HOST:PORT     listener for peer nodes (default 127.0.0.1:10811 with --node-id)\n"
 	        "  --peer ID=HOST:PORT  a peer node and its repl address; repeat for each peer\n"
 	        "  --cluster NAME       cluster name, the same on every node (default testudo)\n"
+	        "  --state FILE         the node's cluster state file (default DEVICE.state)\n"
+	        "  --ack-timeout MS     a replica silent this long on a write is out of date (default 1000)\n"
+	        "  --resync-rate SIZE   bytes per second a resync may copy (default 256M)\n"
 	        "  --config FILE        INI file with the same keys: device, nbd, admin, verbose,\n"
-	        "                       node_id, repl, cluster, and one 'peer = ID=HOST:PORT' line per peer\n"
+	        "                       node_id, repl, cluster, state, ack_timeout, resync_rate, and one\n"
+	        "                       'peer = ID=HOST:PORT' line per peer\n"
 	        "  -v                   debug logging, including every NBD option and request\n");
 }
 
@@ -67,6 +78,28 @@ static char *trim(char *s)
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
 		*--e = 0;
 	return s;
+}
+
+/* 10..600000 milliseconds */
+static int parse_ms(const char *v, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(v, &end, 10);
+	if (errno || end == v || *end || n < 10 || n > 600000 || *v == '-')
+		return -1;
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* a size per second, at least 1M */
+static int parse_rate(const char *v, uint64_t *out)
+{
+	uint64_t n;
+	if (tdo_parse_size(v, &n) || n < (1u << 20))
+		return -1;
+	*out = n;
+	return 0;
 }
 
 /* INI: key = value lines, '#' or ';' comments, an optional [testudod] section. */
@@ -118,6 +151,12 @@ static int read_config(const char *path, struct settings *st)
 			strcpy(st->repl, v);
 		else if (!strcmp(k, "peer") && st->npeers < TDO_MAX_PEERS && !tdo_peer_parse(v, &st->peers[st->npeers]))
 			st->npeers++;
+		else if (!strcmp(k, "state") && *v && strlen(v) < sizeof st->state)
+			strcpy(st->state, v);
+		else if (!strcmp(k, "ack_timeout") && parse_ms(v, &st->ack_timeout_ms) == 0)
+			;
+		else if (!strcmp(k, "resync_rate") && parse_rate(v, &st->resync_rate) == 0)
+			;
 		else {
 			fprintf(stderr, "testudod: config %s:%d: unknown key or bad value '%s'\n", path, lineno, k);
 			fclose(f);
@@ -143,6 +182,8 @@ static void engine_closed(void *arg, int status)
 		tdo_log(TDO_LOG_INFO, "testudod", "device closed cleanly");
 	}
 	D.engine = NULL;
+	tdo_vtier_free(D.vtier);
+	D.vtier = NULL;
 	if (sig_term.loop && !uv_is_closing((uv_handle_t *)&sig_term))
 		uv_close((uv_handle_t *)&sig_term, handles_closed);
 	if (sig_int.loop && !uv_is_closing((uv_handle_t *)&sig_int))
@@ -153,8 +194,19 @@ void daemon_conns_drained(struct daemon *d)
 {
 	if (!d->engine || !d->stopping)
 		return;
+	tdo_vtier_stop(d->vtier);
+	tdo_cluster_stop(d->cluster);
 	if (tdo_engine_close(d->engine, engine_closed, NULL) == -EALREADY)
 		return;
+}
+
+/* The volume tier deleted a volume: its clients here are cut off. */
+static void vol_gone(void *arg, const char *name)
+{
+	struct daemon *d = arg;
+	if (nbd_conn_count(d, name) > 0)
+		nbd_conn_close_volume(d, name, "volume deleted");
+	met_forget(&d->met, name);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -168,7 +220,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	D.stopping = true;
 	nbd_shutdown(&D);
 	admin_shutdown(&D);
-	tdo_cluster_stop(D.cluster);
+	/* the cluster stays up while clients drain: their writes wait on replicas */
 	if (!D.conns)
 		daemon_conns_drained(&D);
 }
@@ -184,6 +236,7 @@ static void close_any(uv_handle_t *h, void *arg)
 static int bail(uv_loop_t *loop, int code)
 {
 	/* listeners already up would keep the loop running */
+	tdo_vtier_stop(D.vtier);
 	tdo_cluster_stop(D.cluster);
 	if (D.nbd_listener.loop)
 		nbd_shutdown(&D);
@@ -225,6 +278,23 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			cli.npeers++;
+		} else if (i + 1 < argc && !strcmp(a, "--state")) {
+			const char *v = argv[++i];
+			if (!*v || strlen(v) >= sizeof cli.state) {
+				fprintf(stderr, "testudod: --state: a file path\n");
+				return 2;
+			}
+			strcpy(cli.state, v);
+		} else if (i + 1 < argc && !strcmp(a, "--ack-timeout")) {
+			if (parse_ms(argv[++i], &cli.ack_timeout_ms)) {
+				fprintf(stderr, "testudod: --ack-timeout '%s': milliseconds, 10 to 600000\n", argv[i]);
+				return 2;
+			}
+		} else if (i + 1 < argc && !strcmp(a, "--resync-rate")) {
+			if (parse_rate(argv[++i], &cli.resync_rate)) {
+				fprintf(stderr, "testudod: --resync-rate '%s': bytes per second (K/M/G), at least 1M\n", argv[i]);
+				return 2;
+			}
 		} else if (i + 1 < argc && (!strcmp(a, "--node-id") || !strcmp(a, "--cluster") || !strcmp(a, "--repl"))) {
 			const char *v = argv[++i];
 			char *dst = !strcmp(a, "--node-id") ? cli.node_id : !strcmp(a, "--cluster") ? cli.cluster : cli.repl;
@@ -275,8 +345,15 @@ int main(int argc, char **argv)
 		st.npeers = cli.npeers;
 		memcpy(st.peers, cli.peers, sizeof st.peers);
 	}
-	if (!st.node_id[0] && (st.npeers || st.repl[0] || st.cluster[0])) {
-		fprintf(stderr, "testudod: --peer, --repl and --cluster need --node-id\n");
+	if (cli.state[0])
+		strcpy(st.state, cli.state);
+	if (cli.ack_timeout_ms)
+		st.ack_timeout_ms = cli.ack_timeout_ms;
+	if (cli.resync_rate)
+		st.resync_rate = cli.resync_rate;
+	if (!st.node_id[0] && (st.npeers || st.repl[0] || st.cluster[0] || st.state[0] || st.ack_timeout_ms ||
+	                       st.resync_rate)) {
+		fprintf(stderr, "testudod: --peer, --repl, --cluster, --state, --ack-timeout and --resync-rate need --node-id\n");
 		return 2;
 	}
 	/* one event per line at INFO by default; -v adds every NBD request */
@@ -301,6 +378,18 @@ int main(int argc, char **argv)
 			fprintf(stderr, "testudod: cluster settings: %s\n", why);
 			return 2;
 		}
+		if (!st.state[0]) {
+			struct stat sb;
+			if (!stat(st.device, &sb) && S_ISBLK(sb.st_mode)) {
+				fprintf(stderr, "testudod: %s is a block device: give the state file with --state FILE\n",
+				        st.device);
+				return 2;
+			}
+			if (snprintf(st.state, sizeof st.state, "%s.state", st.device) >= (int)sizeof st.state) {
+				fprintf(stderr, "testudod: device path too long for a state file beside it\n");
+				return 2;
+			}
+		}
 	}
 
 	uv_loop_init(&loop);
@@ -312,6 +401,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "testudod: %s: %s\n", st.device,
 		        err == -ENOENT ? "no such file or device" : tdo_strerror(err));
 		return bail(&loop, 1);
+	}
+	if (st.node_id[0]) {
+		/* the volume tier first: NBD handshakes look volumes up in it */
+		if ((err = tdo_cluster_start(&loop, &co, &D.cluster, D.repl_addr, sizeof D.repl_addr, why, sizeof why))) {
+			fprintf(stderr, "testudod: %s: %s\n", err == -EINVAL ? "cluster settings" : "cannot listen for peers",
+			        why);
+			return bail(&loop, err == -EINVAL ? 2 : 1);
+		}
+		struct tdo_vtier_opts vo = { .state_path = st.state, .ack_timeout_ms = st.ack_timeout_ms,
+		                             .resync_rate = st.resync_rate, .vol_gone = vol_gone, .arg = &D };
+		if ((err = tdo_vtier_start(&loop, D.engine, D.cluster, &vo, &D.vtier, why, sizeof why))) {
+			fprintf(stderr, "testudod: %s\n", why);
+			return bail(&loop, 1);
+		}
+		tdo_log(TDO_LOG_INFO, "testudod", "node %s of cluster %s, %d peer%s, peers on %s, state in %s", st.node_id,
+		        co.cluster, st.npeers, st.npeers == 1 ? "" : "s", D.repl_addr, st.state);
 	}
 	if (tdo_parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
 		fprintf(stderr, "testudod: cannot listen for NBD on %s: %s\n", st.nbd,
@@ -328,16 +433,9 @@ int main(int argc, char **argv)
 	}
 	printf("listening admin %s\n", D.admin_addr);
 	fflush(stdout);
-	if (st.node_id[0]) {
-		if ((err = tdo_cluster_start(&loop, &co, &D.cluster, D.repl_addr, sizeof D.repl_addr, why, sizeof why))) {
-			fprintf(stderr, "testudod: %s: %s\n", err == -EINVAL ? "cluster settings" : "cannot listen for peers",
-			        why);
-			return bail(&loop, err == -EINVAL ? 2 : 1);
-		}
+	if (D.repl_addr[0]) {
 		printf("listening repl %s\n", D.repl_addr);
 		fflush(stdout);
-		tdo_log(TDO_LOG_INFO, "testudod", "node %s of cluster %s, %d peer%s, peers on %s", st.node_id, co.cluster,
-		        st.npeers, st.npeers == 1 ? "" : "s", D.repl_addr);
 	}
 	tdo_log(TDO_LOG_INFO, "testudod", "serving %s: nbd %s, admin %s", st.device, D.nbd_addr, D.admin_addr);
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "nbd_internal.h"
+#include "testudo/vtier.h"
 
 struct opt_out {
 	struct nbd_opt_reply h;
@@ -74,11 +75,19 @@ static uint32_t pick_export(struct nbd_conn *c, const char *name)
 {
 	struct tdo_vol_info vi;
 
-	if (tdo_vol_lookup(c->d->engine, name, &vi))
-		return NBD_REP_ERR_UNKNOWN;
-	snprintf(c->name, sizeof c->name, "%s", vi.name);
-	c->vol = vi.id;
-	c->size = vi.size;
+	if (c->d->vtier) {
+		/* any node serves any volume of its cluster */
+		if (tdo_vtier_lookup(c->d->vtier, name, &c->size))
+			return NBD_REP_ERR_UNKNOWN;
+		snprintf(c->name, sizeof c->name, "%s", name);
+		c->vol = UINT32_MAX;
+	} else {
+		if (tdo_vol_lookup(c->d->engine, name, &vi))
+			return NBD_REP_ERR_UNKNOWN;
+		snprintf(c->name, sizeof c->name, "%s", vi.name);
+		c->vol = vi.id;
+		c->size = vi.size;
+	}
 	c->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
 	            NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF |
 	            NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
@@ -223,7 +232,14 @@ static void do_list(struct nbd_conn *c, uint32_t len)
 	vi = calloc(TDO_MAX_VOLS, sizeof *vi);
 	if (!vi)
 		return opt_error(c, NBD_REP_ERR_PLATFORM, "out of memory");
-	n = tdo_vol_list(c->d->engine, vi, TDO_MAX_VOLS);
+	if (c->d->vtier) {
+		char (*names)[TDO_NAME_MAX + 1] = calloc(TDO_MAX_VOLS, TDO_NAME_MAX + 1);
+		n = names ? tdo_vtier_names(c->d->vtier, names, TDO_MAX_VOLS) : 0;
+		for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++)
+			snprintf(vi[i].name, sizeof vi[i].name, "%s", names[i]);
+		free(names);
+	} else
+		n = tdo_vol_list(c->d->engine, vi, TDO_MAX_VOLS);
 	for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++) {
 		uint8_t buf[4 + TDO_NAME_MAX + 128];
 		uint32_t nl = (uint32_t)strlen(vi[i].name), be = htobe32(nl);
@@ -260,7 +276,9 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	off = 8 + namelen;
 	if (nq > len)
 		return opt_error(c, NBD_REP_ERR_INVALID, "query count does not fit the option");
-	if (memchr(name, 0, namelen) || tdo_vol_lookup(c->d->engine, name, &vi))
+	uint64_t vsize;
+	if (memchr(name, 0, namelen) ||
+	    (c->d->vtier ? tdo_vtier_lookup(c->d->vtier, name, &vsize) : tdo_vol_lookup(c->d->engine, name, &vi)))
 		return opt_error(c, NBD_REP_ERR_UNKNOWN, "no such volume");
 	/* check every query's framing before answering any */
 	for (uint32_t i = 0, o = off; i < nq; i++) {

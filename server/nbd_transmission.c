@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "nbd_internal.h"
+#include "testudo/vtier.h"
 
 struct txreq {
 	struct nbd_conn *c;
@@ -223,7 +224,11 @@ static void do_block_status(struct txreq *r)
 		finish(r, NBD_ENOMEM, -ENOMEM);
 		return;
 	}
-	tdo_engine_map(c->d->engine, c->vol, r->offset, len, bs_extent, &x);
+	int64_t vol = c->d->vtier ? tdo_vtier_local_id(c->d->vtier, c->name) : (int64_t)c->vol;
+	if (vol >= 0)
+		tdo_engine_map(c->d->engine, (uint32_t)vol, r->offset, len, bs_extent, &x);
+	else
+		bs_extent(&x, r->offset, len, 0); /* no copy on this node: all allocated, which is always safe */
 	h = (struct nbd_structured_reply *)(void *)x.out;
 	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
 	h->flags = htobe16(NBD_REPLY_FLAG_DONE);
@@ -301,6 +306,21 @@ static void submit(struct txreq *r)
 	struct nbd_conn *c = r->c;
 	struct tdo_engine *e = c->d->engine;
 	int err = 0;
+
+	if (c->d->vtier && r->type != NBD_CMD_CACHE && r->type != NBD_CMD_BLOCK_STATUS) {
+		/* a cluster's volume: through the volume tier (replicated, or forwarded to the primary) */
+		int op = r->type == NBD_CMD_READ ? TDO_RMOP_READ : r->type == NBD_CMD_WRITE ? TDO_RMOP_WRITE :
+		         r->type == NBD_CMD_FLUSH ? TDO_RMOP_FLUSH : r->type == NBD_CMD_TRIM ? TDO_RMOP_TRIM
+		         : TDO_RMOP_ZERO;
+		unsigned flags = r->type == NBD_CMD_WRITE_ZEROES && (r->flags & NBD_CMD_FLAG_NO_HOLE) ? TDO_ZERO_NO_HOLE : 0;
+		if (r->type == NBD_CMD_READ && posix_memalign((void **)&r->buf, 4096, r->length))
+			err = -ENOMEM;
+		else
+			err = tdo_vtier_io(c->d->vtier, c->name, op, flags, r->offset, r->length, r->buf, rw_done, r);
+		if (err)
+			rw_done(r, err);
+		return;
+	}
 
 	switch (r->type) {
 	case NBD_CMD_READ:

@@ -55,10 +55,12 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage:\n"
 	        "online, with a running testudod (--admin default 127.0.0.1:10810):\n"
-	        "  testudo [--admin HOST:PORT] volume create NAME SIZE [--compress lz4] [--json]\n"
+	        "  testudo [--admin HOST:PORT] volume create NAME SIZE [--compress lz4] [--replicas N] [--primary ID] [--json]\n"
 	        "  testudo [--admin HOST:PORT] volume list [--json]\n"
 	        "  testudo [--admin HOST:PORT] volume resize NAME SIZE [--json]\n"
 	        "  testudo [--admin HOST:PORT] volume delete NAME [--json]\n"
+	        "  testudo [--admin HOST:PORT] volume verify NAME [--json]     (a cluster: compare the replicas)\n"
+	        "  testudo [--admin HOST:PORT] promote NAME --node ID [--json] (a cluster: make ID the primary)\n"
 	        "  testudo [--admin HOST:PORT] status [--json]\n"
 	        "offline, on a device no daemon holds:\n"
 	        "  testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force]\n"
@@ -792,7 +794,8 @@ static int online_size(const char *arg, uint64_t *size)
 
 static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 {
-	const char *pos[3] = { 0 }, *sub, *compress = NULL;
+	const char *pos[3] = { 0 }, *sub, *compress = NULL, *primary = NULL;
+	long replicas = 0;
 	struct http_reply r;
 	char path[128], *body = NULL;
 	bool json = false;
@@ -813,6 +816,13 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			compress = argv[++i];
 			if (strcmp(compress, "lz4") && strcmp(compress, "none"))
 				return die("unknown compression '%s' (lz4)", compress);
+		} else if (!strcmp(argv[i], "--replicas") && !strcmp(sub, "create") && i + 1 < argc) {
+			char *end;
+			replicas = strtol(argv[++i], &end, 10);
+			if (*end || end == argv[i] || replicas < 1 || replicas > 5)
+				return die("--replicas '%s': a number from 1 to 5", argv[i]);
+		} else if (!strcmp(argv[i], "--primary") && !strcmp(sub, "create") && i + 1 < argc) {
+			primary = argv[++i];
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return die("volume %s: unknown option '%s'", sub, argv[i]);
 		} else if (npos < 3) {
@@ -827,7 +837,20 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			return die("usage: testudo volume list [--json]");
 		if (admin_do(a, "GET", "/v1/volumes", NULL, json, &r, &j))
 			return 1;
-		if (!json) {
+		if (!json && json_array_size(j) && json_object_get(json_array_get(j, 0), "replicas")) {
+			char s1[32];
+			size_t k, m;
+			json_t *v, *rp;
+			printf("%-24s %14s %6s %-12s %s\n", "NAME", "SIZE", "EPOCH", "PRIMARY", "REPLICAS");
+			json_array_foreach(j, k, v) {
+				printf("%-24s %14s %6" PRIu64 " %-12s", jstr(v, "name"),
+				       tdo_format_size(ju64(v, "size"), s1, sizeof s1), ju64(v, "epoch"), jstr(v, "primary"));
+				json_array_foreach(json_object_get(v, "replicas"), m, rp)
+					printf(" %s=%s", jstr(rp, "node"), json_is_true(json_object_get(rp, "down")) ? "down" :
+					       jstr(rp, "state"));
+				printf("\n");
+			}
+		} else if (!json) {
 			char s1[32], s2[32];
 			size_t k;
 			json_t *v;
@@ -851,6 +874,10 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			return 1;
 		req = json_pack("{s:s, s:I, s:s}", "name", pos[0], "size", (json_int_t)size,
 		                "compress", compress ? compress : "none");
+		if (req && replicas)
+			json_object_set_new(req, "replicas", json_integer(replicas));
+		if (req && primary)
+			json_object_set_new(req, "primary", json_string(primary));
 		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 		json_decref(req);
 		if (!body)
@@ -859,7 +886,15 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 		free(body);
 		if (rc)
 			return 1;
-		if (!json)
+		if (!json && json_object_get(j, "replicas")) {
+			size_t m;
+			json_t *rp;
+			printf("created volume %s (%" PRIu64 " bytes%s), primary %s, replicas", jstr(j, "name"),
+			       ju64(j, "size"), strcmp(jstr(j, "compress"), "lz4") ? "" : ", lz4", jstr(j, "primary"));
+			json_array_foreach(json_object_get(j, "replicas"), m, rp)
+				printf("%s %s", m ? "," : "", jstr(rp, "node"));
+			printf("\n");
+		} else if (!json)
 			printf("created volume %s (%" PRIu64 " bytes%s)\n", jstr(j, "name"), ju64(j, "size"),
 			       strcmp(jstr(j, "compress"), "lz4") ? "" : ", lz4");
 	} else if (!strcmp(sub, "resize")) {
@@ -890,9 +925,32 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			return 1;
 		if (!json)
 			printf("deleted volume %s\n", pos[0]);
+	} else if (!strcmp(sub, "verify")) {
+		if (npos != 1)
+			return die("usage: testudo volume verify NAME");
+		if (online_name(pos[0]))
+			return 1;
+		snprintf(path, sizeof path, "/v1/volumes/%s/verify", pos[0]);
+		if (admin_do(a, "POST", path, "{}", json, &r, &j))
+			return 1;
+		bool same = json_is_true(json_object_get(j, "identical"));
+		if (!json) {
+			size_t m;
+			json_t *x;
+			printf("volume %s: %" PRIu64 " regions of %" PRIu64 " bytes on %zu replicas: %s\n", jstr(j, "volume"),
+			       ju64(j, "regions"), ju64(j, "region_bytes"), json_array_size(json_object_get(j, "replicas")),
+			       same ? "identical" : "DIFFERENT");
+			json_array_foreach(json_object_get(j, "replicas"), m, x)
+				printf("  %-16s %s\n", jstr(x, "node"), jstr(x, "result"));
+			json_array_foreach(json_object_get(j, "differences"), m, x)
+				printf("  differs at offset %" PRIu64 " (%" PRIu64 " bytes)\n", ju64(x, "offset"), ju64(x, "length"));
+		}
+		json_decref(j);
+		free(r.raw);
+		return same ? 0 : 1;
 	} else {
-		return die("unknown volume command '%s' (create, list, resize, delete; import and export are offline)",
-		           sub);
+		return die("unknown volume command '%s' (create, list, resize, delete, verify; import and export are "
+		           "offline)", sub);
 	}
 	json_decref(j);
 	free(r.raw);
@@ -964,8 +1022,64 @@ static int cmd_status(const struct admin_addr *a, int argc, char **argv)
 				       ju64(pe, "drops"), *jstr(pe, "last_error") ? "; last error: " : "",
 				       jstr(pe, "last_error"));
 			}
+			json_array_foreach(json_object_get(cl, "volumes"), k, pe) {
+				size_t m;
+				json_t *rp, *rs;
+				printf("  volume %-20s epoch %" PRIu64 ", primary %s, this node %s\n", jstr(pe, "name"),
+				       ju64(pe, "epoch"), jstr(pe, "primary"), jstr(pe, "role"));
+				json_array_foreach(json_object_get(pe, "replicas"), m, rp) {
+					printf("    %-16s %-12s%s", jstr(rp, "node"), jstr(rp, "state"),
+					       json_is_true(json_object_get(rp, "down")) ? " down" : "");
+					if ((rs = json_object_get(rp, "resync")))
+						printf("  resync %s: %" PRIu64 " of %" PRIu64 " blocks copied (%.0f%%)", jstr(rs, "phase"),
+						       ju64(rs, "copied_blocks"), ju64(rs, "total_blocks"),
+						       ju64(rs, "total_blocks") ? 100.0 * (double)ju64(rs, "copied_blocks") /
+						       (double)ju64(rs, "total_blocks") : 0.0);
+					printf("\n");
+				}
+			}
 		}
 	}
+	json_decref(j);
+	free(r.raw);
+	return 0;
+}
+
+static int cmd_promote(const struct admin_addr *a, int argc, char **argv)
+{
+	const char *name = NULL, *node = NULL;
+	bool json = false;
+	struct http_reply r;
+	char path[128];
+	json_t *j;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!strcmp(argv[i], "--node") && i + 1 < argc)
+			node = argv[++i];
+		else if (argv[i][0] != '-' && !name)
+			name = argv[i];
+		else
+			return die("promote: unexpected argument '%s' (testudo promote NAME --node ID)", argv[i]);
+	}
+	if (!name || !node)
+		return die("usage: testudo promote NAME --node ID");
+	if (online_name(name))
+		return 1;
+	json_t *req = json_pack("{s:s}", "node", node);
+	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (!body)
+		return die("out of memory");
+	snprintf(path, sizeof path, "/v1/volumes/%s/promote", name);
+	int rc = admin_do(a, "POST", path, body, json, &r, &j);
+	free(body);
+	if (rc)
+		return 1;
+	if (!json)
+		printf("promoted %s to primary of %s (epoch %" PRIu64 ")\n", jstr(j, "primary"), jstr(j, "volume"),
+		       ju64(j, "epoch"));
 	json_decref(j);
 	free(r.raw);
 	return 0;
@@ -1010,6 +1124,11 @@ int main(int argc, char **argv)
 		return cmd_volume(dev, argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "volume"))
 		return cmd_volume_online(&aa, argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "promote")) {
+		if (dev)
+			return die("promote asks testudod (--admin), not a device");
+		return cmd_promote(&aa, argc - i - 1, argv + i + 1);
+	}
 	if (!strcmp(argv[i], "status")) {
 		if (dev)
 			return die("status asks testudod; for a device no daemon holds, use testudo inspect PATH");

@@ -7,6 +7,7 @@
 #ifndef TESTUDO_CLUSTER_H
 #define TESTUDO_CLUSTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -67,6 +68,30 @@ const char *tdo_peer_state_name(enum tdo_peer_state s);
 /* Fill up to MAX entries; returns the number of peers. */
 int tdo_cluster_peers(struct tdo_cluster *c, struct tdo_peer_info *out, int max);
 const char *tdo_cluster_name(struct tdo_cluster *c);
+
+/*
+ * The volume tier sits on top: it is told when a peer's connection comes
+ * up or goes down, and gets every checked message of a volume-tier type
+ * (TDO_RM_FIRST_VOLUME..TDO_RM_END-1) with the peer's index. Messages
+ * queued in one loop turn leave in one write per connection.
+ */
+struct tdo_cluster_hooks {
+	void *arg;
+	void (*up)(void *arg, int peer);
+	void (*down)(void *arg, int peer);
+	void (*msg)(void *arg, int peer, uint16_t type, const void *payload, uint32_t len);
+};
+void tdo_cluster_set_hooks(struct tdo_cluster *c, const struct tdo_cluster_hooks *h);
+/* Queue one message whose payload is A then B. -ENOTCONN when the peer
+ * is not up. */
+int tdo_cluster_send(struct tdo_cluster *c, int peer, uint16_t type, const void *a, uint32_t alen,
+		     const void *b, uint32_t blen);
+/* Close the connection to PEER (a protocol violation); it is redialled. */
+void tdo_cluster_drop(struct tdo_cluster *c, int peer, const char *why);
+int tdo_cluster_npeers(struct tdo_cluster *c);
+const char *tdo_cluster_peer_id(struct tdo_cluster *c, int peer);
+int tdo_cluster_peer_index(struct tdo_cluster *c, const char *id);
+bool tdo_cluster_peer_up(struct tdo_cluster *c, int peer);
 const char *tdo_cluster_node_id(struct tdo_cluster *c);
 
 #endif
