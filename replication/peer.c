@@ -280,7 +280,13 @@ static void peer_up(struct peer *p, struct pconn *pc, uint64_t boot)
 	set_state(p, TDO_PEER_UP);
 	tdo_log(TDO_LOG_INFO, "peer", "%s up (%s%s)", p->conf.id, pc->outbound ? "dialled" : "it dialled",
 		restarted ? ", it restarted" : "");
-	if (p->c->hooks.up)
+}
+
+/* Tell the volume tier, once our side of the handshake is on the wire
+ * (its messages must follow the WELCOME, never precede it). */
+static void announce_up(struct peer *p)
+{
+	if (p->c->hooks.up && p->conn && p->conn->up && !p->conn->closing)
 		p->c->hooks.up(p->c->hooks.arg, (int)(p - p->c->peers));
 }
 
@@ -370,6 +376,7 @@ static bool on_msg(struct pconn *pc, const struct tdo_rmsg *h, const char *pl)
 				peer_up(p, pc, hello.rh_boot);
 				fill_hello(c, &hello, p->conf.id);
 				send_msg(pc, TDO_RM_WELCOME, &hello, sizeof(hello), false);
+				announce_up(p);
 				return !pc->closing;
 			}
 			return false;
@@ -386,7 +393,8 @@ static bool on_msg(struct pconn *pc, const struct tdo_rmsg *h, const char *pl)
 				return false;
 			}
 			peer_up(pc->p, pc, hello.rh_boot);
-			return true;
+			announce_up(pc->p);
+			return !pc->closing;
 		}
 		if (pc->outbound && h->rm_type == TDO_RM_REJECT && h->rm_length == sizeof(struct tdo_rm_reject)) {
 			struct tdo_rm_reject rj;

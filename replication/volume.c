@@ -1441,8 +1441,14 @@ static void on_rs_state(struct vvol *v, struct resync *rs, const struct tdo_rm_r
 		rs_abort(v, rs->rep, "out of memory");
 		return;
 	}
-	/* our own writes after the bound */
+	/* our own writes after the bound: those in the index, and those still
+	 * in flight (not in the index yet); from now on admit() marks new ones */
 	tdo_engine_scan(v->vt->e, (uint32_t)v->local_id, bound, scan_dirty, rs);
+	for (struct link *l = v->inflight.next; l != &v->inflight; l = l->next) {
+		struct vreq *r = l_item(l, struct vreq, link);
+		set_dirty(rs, r->off / TDO_BLOCK_SIZE,
+		          (r->off + r->len + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE - r->off / TDO_BLOCK_SIZE);
+	}
 	rs->phase = RS_WAIT_MAP;
 	tdo_log(TDO_LOG_INFO, "vtier", "%s: %s trusted to LSN %" PRIu64 " epoch %u; bound %" PRIu64 " (primary at %" PRIu64 ")",
 	        v->conf.vc_name, v->conf.vc_rep[rs->rep], m->rs_lsn, m->rs_log_epoch, bound, v->next_lsn);
@@ -1866,9 +1872,14 @@ static void on_rs_replica(struct tdo_vtier *vt, int peer, uint16_t type, const s
 	switch (type) {
 	case TDO_RM_RS_BEGIN:
 		if (!v->rs_active) {
-			uint32_t ep;
-			v->rs_lsn = engine_lsn(v, &ep);
-			v->rs_epoch = ep;
+			/* what is durable here: the writes still in flight may never be */
+			struct tdo_vol_info vi;
+			if (tdo_vol_lookup(vt->e, v->conf.vc_name, &vi)) {
+				rs_reply(vt, peer, v, TDO_RM_RS_END, TDO_ENOVOL, 0, 0);
+				return;
+			}
+			v->rs_lsn = vi.durable_lsn;
+			v->rs_epoch = vi.durable_epoch;
 			v->rs_active = true;
 			v->expect_lsn = 0;
 			if (state_save(vt)) {

@@ -99,8 +99,13 @@ static int ckpt_build(struct tdo_engine *e, uint64_t seq, uint8_t **out, size_t 
 		return -ENOMEM;
 	h = (void *)buf;
 	vd = (void *)(buf + TDO_BLOCK_SIZE);
-	for (uint32_t i = 0; i < e->nvols; i++)
+	for (uint32_t i = 0; i < e->nvols; i++) {
 		vd[i] = e->vols[i]->d;
+		/* what is applied, not what is given out: after a crash the
+		 * volume's LSN must not claim writes that never became durable */
+		vd[i].vd_lsn = e->vols[i]->dur_lsn;
+		vd[i].vd_epoch = e->vols[i]->dur_epoch;
+	}
 	cs = (void *)(vd + e->nvols);
 	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++)
 		cs[i].cs_age = e->segs[i].age;

@@ -163,7 +163,9 @@ struct seg {
 };
 
 struct vol {
-	struct tdo_vol_desc d;
+	struct tdo_vol_desc d;      /* vd_lsn: the newest LSN given out (maybe not durable yet) */
+	uint64_t dur_lsn;           /* the newest LSN whose record is durable and applied */
+	uint32_t dur_epoch;         /* and its epoch; what a checkpoint records as vd_lsn */
 	struct idx idx;
 	uint64_t live;
 	struct list active;         /* struct wreq in flight (locks) */

@@ -51,6 +51,20 @@ static int apply_range(struct tdo_engine *e, struct vol *v, const struct tdo_rec
 	return 0;
 }
 
+/* A client record is durable: the volume's durable LSN (and, in replay,
+ * its LSN) follow the newest one. */
+static void note_lsn(struct vol *v, const struct tdo_rec_hdr *r, bool replay)
+{
+	if (r->rec_lsn >= v->dur_lsn) {
+		v->dur_lsn = r->rec_lsn;
+		v->dur_epoch = r->rec_epoch;
+	}
+	if (replay && r->rec_lsn >= v->d.vd_lsn) {
+		v->d.vd_lsn = r->rec_lsn;
+		v->d.vd_epoch = r->rec_epoch;
+	}
+}
+
 int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
               const void *payload, uint64_t sector, bool replay,
               uint64_t expect_sector)
@@ -86,10 +100,8 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		if (idx_set(&v->idx, r->rec_block, neu, &old))
 			return -ENOMEM;
 		eng_account(e, v, old, neu);
-		if (replay && r->rec_lsn >= v->d.vd_lsn && !(r->rec_flags & TDO_RECF_RELOC)) {
-			v->d.vd_lsn = r->rec_lsn;
-			v->d.vd_epoch = r->rec_epoch;
-		}
+		if (!(r->rec_flags & TDO_RECF_RELOC))
+			note_lsn(v, r, replay);
 		return 0;
 	}
 	case TDO_REC_ZERO:
@@ -97,10 +109,7 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 		v = eng_vol(e, r->rec_vol);
 		if (!v)
 			return 0;
-		if (replay && r->rec_lsn >= v->d.vd_lsn) {
-			v->d.vd_lsn = r->rec_lsn;
-			v->d.vd_epoch = r->rec_epoch;
-		}
+		note_lsn(v, r, replay);
 		return apply_range(e, v, r);
 	default:
 		break;
@@ -122,8 +131,8 @@ int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,
 				return 0;
 			/* a resize record also carries the LSN and epoch the
 			 * volume had (tdo_vol_set_lsn may have lowered them) */
-			v->d.vd_lsn = d.vd_lsn;
-			v->d.vd_epoch = d.vd_epoch;
+			v->d.vd_lsn = v->dur_lsn = d.vd_lsn;
+			v->d.vd_epoch = v->dur_epoch = d.vd_epoch;
 			return vol_apply_resize(e, v, d.vd_size);
 		}
 		if (v)

@@ -23,6 +23,8 @@ struct vol *vol_new(const struct tdo_vol_desc *d)
 	if (!v)
 		return NULL;
 	v->d = *d;
+	v->dur_lsn = d->vd_lsn;
+	v->dur_epoch = d->vd_epoch;
 	list_init(&v->active);
 	list_init(&v->waiting);
 	if (idx_init(&v->idx, (d->vd_size + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE)) {
@@ -219,6 +221,9 @@ int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32
 	if (err) {
 		v->d.vd_lsn = old_lsn;
 		v->d.vd_epoch = old_epoch;
+	} else {
+		v->dur_lsn = lsn; /* nothing of the volume is in flight (checked above) */
+		v->dur_epoch = epoch;
 	}
 	return err;
 }
@@ -250,6 +255,8 @@ static void fill_info(const struct vol *v, struct tdo_vol_info *o)
 	o->size = v->d.vd_size;
 	o->lsn = v->d.vd_lsn;
 	o->epoch = v->d.vd_epoch;
+	o->durable_lsn = v->dur_lsn;
+	o->durable_epoch = v->dur_epoch;
 	o->used_bytes = v->live;
 	o->ctime = v->d.vd_ctime;
 	strcpy(o->name, v->d.vd_name);

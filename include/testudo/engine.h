@@ -77,8 +77,10 @@ struct tdo_vol_info {
 	uint32_t id;
 	uint32_t flags;             /* enum tdo_vol_flags */
 	uint64_t size;
-	uint64_t lsn;               /* newest LSN assigned */
+	uint64_t lsn;               /* newest LSN assigned (its write may still be in flight) */
 	uint32_t epoch;
+	uint64_t durable_lsn;       /* newest LSN whose write is durable; after a crash, lsn is this */
+	uint32_t durable_epoch;
 	uint64_t used_bytes;        /* bytes of live payload on the device */
 	uint64_t ctime;
 	char name[TDO_NAME_MAX + 1];
