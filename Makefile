@@ -37,7 +37,7 @@ LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz e2e-kernel
+.PHONY: all check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz e2e-kernel
 all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
@@ -104,6 +104,10 @@ check:
 # beside the guest's (check-one runs the short form).
 e2e-kernel: all
 	BUILD=$(BUILD) tests/e2e-kernel/run.sh --full --host-fio
+
+# Replication under failure with FAILOVERS primary kills (check-one runs 3).
+check-cluster: all
+	BUILD=$(BUILD) FAILOVERS=$${FAILOVERS:-20} tests/replication.sh $${TMPDIR:-/tmp}/testudo-check-cluster
 
 crash-test: all
 	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash-test.sh

@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -91,6 +91,8 @@ fi
 echo "== cluster"
 run "cluster: peers, handshake, liveness" tests/cluster.sh "$SCRATCH/cluster"
 rm -rf "$SCRATCH/cluster"
+run "replication: kill, freeze, wipe, ${FAILOVERS:-3} failovers, stale" env FAILOVERS="${FAILOVERS:-3}" tests/replication.sh "$SCRATCH/repl"
+rm -rf "$SCRATCH/repl"
 
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Replication, resync and manual failover on three nodes on loopback, with
+# testudo-bench --verify as the witness for lost writes:
+#   - a volume on three replicas; every node knows its configuration;
+#   - a replica SIGKILLed under load: writes go on, it restarts, resyncs,
+#     becomes in-sync, and the replicas compare identical;
+#   - a replica that missed much is refused promotion while it catches up;
+#   - a replica frozen with SIGSTOP is dropped from the in-sync set after the
+#     acknowledgement timeout, writes go on, and after SIGCONT it resyncs;
+#   - a wiped node rebuilds its copy from LSN 0;
+#   - the primary SIGKILLed under load, a survivor promoted, the bench
+#     reconnects to a surviving node and the verify pass finds nothing lost
+#     (FAILOVERS times, default 3; `make check-cluster` runs 20);
+#   - a stale primary (SIGSTOP, promote another, SIGCONT) steps down and no
+#     write it acknowledged is missing.
+# usage: tests/replication.sh SCRATCHDIR
+set -u
+cd "$(dirname "$0")/.."
+. tests/lib.sh
+D=${1:?usage: replication.sh SCRATCHDIR}
+FAILOVERS=${FAILOVERS:-3}
+rm -rf "$D"
+mkdir -p "$D"
+n=0 bad=0
+step() {
+	local what=$1; shift
+	n=$((n + 1))
+	if ! "$@" >"$D/step.out" 2>&1; then
+		echo "FAILED: $what"; tail -15 "$D/step.out" | sed 's/^/    /'
+		bad=$((bad + 1))
+	else
+		echo "ok: $what"
+	fi
+}
+cleanup() {
+	for p in "${CL_PID[@]}" ${BENCH:-}; do [ -n "$p" ] && kill -CONT "$p" 2>/dev/null && kill "$p" 2>/dev/null; done
+	return 0
+}
+trap cleanup EXIT
+
+cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
+uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
+# the replica states of volume $2 as node $1 sees them: "n1=in-sync n2=in-sync n3=out-of-date"
+states() {
+	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys
+v = json.load(sys.stdin)
+print(' '.join('%s=%s' % (r['node'], r['state']) for r in v['replicas']))"
+}
+field() {
+	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys; print(json.load(sys.stdin)['$3'])"
+}
+all_in_sync() { [ "$(states "$1" "$2")" = "n1=in-sync n2=in-sync n3=in-sync" ] ||
+	[ "$(states "$1" "$2" | tr ' ' '\n' | sort | tr '\n' ' ')" = "n1=in-sync n2=in-sync n3=in-sync " ]; }
+state_of() { states "$1" "$2" | tr ' ' '\n' | sed -n "s/^$3=//p"; }
+has_state() { [ "$(state_of "$1" "$2" "$3")" = "$4" ]; }
+# the bench's report: no NBD error replies (disconnects of a killed node are allowed), verify clean
+bench_clean() {
+	local out=$1
+	grep -q "errors    none\|errors    disconnect [0-9]* *$" "$out" && grep -q "0 findings in reads" "$out"
+}
+verify_pass() {   # verify_pass NODE JOURNAL
+	"$BUILD"/testudo-bench verify "$(uri "$1" v1)" --journal "$2" --qd 16 >"$D/verify.out" 2>&1
+	local rc=$?
+	cat "$D/verify.out"
+	[ $rc = 0 ] && grep -q "verify: [1-9][0-9]* blocks checked, 0 lost" "$D/verify.out"
+}
+identical() { cli "$1" volume verify v1 | tee "$D/vv.out" && grep -q ": identical" "$D/vv.out"; }
+
+CL_RATE=(--resync-rate 16M)
+start_cluster "$D" 3 "${CL_RATE[@]}" || { echo "FAILED: the cluster did not start"; exit 1; }
+wait_for "peers up" 10 bash -c "'$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} status | grep -c ' up ' | grep -q 2"
+
+# ---- a replicated volume
+step "volume create --replicas 3 places it on every node, n1 primary" bash -c \
+	"'$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} volume create v1 128M --replicas 3 | grep -q 'primary n1, replicas n1, n2, n3'"
+for i in 1 2 3; do
+	step "node n$i knows v1: primary n1, epoch 1, three in-sync replicas" bash -c \
+		"[ \"\$(curl -sf http://127.0.0.1:${CL_ADMIN[$i]}/v1/volumes/v1 | $PY -c 'import json,sys; v=json.load(sys.stdin); print(v[\"primary\"], v[\"epoch\"], len([r for r in v[\"replicas\"] if r[\"state\"]==\"in-sync\"]))')\" = 'n1 1 3' ]"
+done
+step "testudo status lists the volume and its replicas" bash -c \
+	"'$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[2]} status | grep -q 'volume v1 .*epoch 1, primary n1, this node replica'"
+step "--replicas beyond the cluster is a clear error" bash -c \
+	"! '$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} volume create vx 1M --replicas 4 2>&1 | tee /dev/stderr | grep -q created"
+step "a node outside the replica set serves the volume by forwarding" bash -c \
+	"'$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} volume create v2 16M --replicas 2 >/dev/null &&
+	 [ \"\$(curl -sf http://127.0.0.1:${CL_ADMIN[3]}/v1/volumes/v2 | $PY -c 'import json,sys; print(json.load(sys.stdin)[\"role\"])')\" = none ] &&
+	 '$BUILD'/testudo-bench $(uri 3 v2) --rw randrw --qd 4 --ops 2000 --verify '$D/v2.j' --quiet >'$D/v2.out' &&
+	 '$BUILD'/testudo-bench verify $(uri 1 v2) --journal '$D/v2.j' | grep -q ', 0 lost'"
+
+# ---- a replica SIGKILLed under load
+ALL="$(uri 1 v1) $(uri 2 v1) $(uri 3 v1)"
+"$BUILD"/testudo-bench $ALL --rw randwrite --qd 16 --time 12 --reconnect 30 --verify "$D/j1" --quiet >"$D/b1.out" 2>&1 &
+BENCH=$!
+sleep 2
+kill_cluster_node 3
+step "SIGKILLed replica n3 is out of date on the primary within the timeout" wait_for "n3 out of date" 5 has_state 1 v1 n3 out-of-date
+step "and on the surviving replica n2 (the change was recorded there first)" has_state 2 v1 n3 out-of-date
+sleep 1
+step "n3 restarts" start_cluster_node 3
+step "n3 resyncs and is in-sync again" wait_for "n3 in-sync" 40 all_in_sync 1 v1
+wait $BENCH; rc=$?; BENCH=
+step "bench through n1: writes went on, no errors (exit $rc)" bash -c "[ $rc = 0 ] && grep -q 'errors    none' '$D/b1.out' && grep -q '0 findings' '$D/b1.out'"
+step "verify pass: every acknowledged write is there" verify_pass 1 "$D/j1"
+step "volume verify: the three replicas are identical" identical 2
+grep -h "resync of n3\|n3 in sync" "$D"/n1/log | sed 's/^/    /' | tail -3
+
+# ---- a replica that missed much cannot be promoted while it catches up
+kill_cluster_node 3
+wait_for "n3 out of date" 5 has_state 1 v1 n3 out-of-date
+"$BUILD"/testudo-bench "$(uri 1 v1)" --rw write --bs 128k --bytes 96M --qd 8 --verify "$D/j2" --quiet >"$D/b2.out" 2>&1
+step "96 MiB written while n3 was down" bash -c "grep -q 'errors    none' '$D/b2.out'"
+start_cluster_node 3
+wait_for "n3 catching up" 10 has_state 1 v1 n3 catching-up
+step "promote of the catching-up replica is refused" bash -c \
+	"! '$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} promote v1 --node n3 2>'$D/p.err'; cat '$D/p.err'; grep -q 'only an in-sync replica' '$D/p.err'"
+step "status shows the resync's progress" bash -c \
+	"'$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} status | grep 'n3 .*catching-up.*resync' || '$BUILD'/testudo --admin 127.0.0.1:${CL_ADMIN[1]} status | grep -q 'n3 *in-sync'"
+step "n3 catches up" wait_for "n3 in-sync" 60 all_in_sync 1 v1
+step "verify pass after the catch-up, read from n3 (forwarded)" verify_pass 3 "$D/j2"
+step "replicas identical" identical 1
+
+# ---- a replica frozen with SIGSTOP
+"$BUILD"/testudo-bench "$(uri 1 v1)" --rw randwrite --qd 16 --time 10 --verify "$D/j3" --quiet >"$D/b3.out" 2>&1 &
+BENCH=$!
+sleep 2
+kill -STOP "${CL_PID[2]}"
+step "frozen replica n2 leaves the in-sync set after the timeout" wait_for "n2 out of date" 6 has_state 1 v1 n2 out-of-date
+sleep 2
+kill -CONT "${CL_PID[2]}"
+step "after SIGCONT n2 resyncs and is in-sync" wait_for "n2 in-sync" 40 all_in_sync 1 v1
+wait $BENCH; rc=$?; BENCH=
+step "bench through n1 went on with no errors (exit $rc)" bash -c "[ $rc = 0 ] && grep -q 'errors    none' '$D/b3.out'"
+grep -h "longest gap" "$D/b3.out" | sed 's/^/    /'
+step "verify pass" verify_pass 1 "$D/j3"
+step "replicas identical" identical 1
+
+# ---- a wiped node rebuilds from LSN 0
+stop_cluster_node 2
+rm -f "$D/n2/dev.img" "$D/n2/dev.img.state"
+step "wiped n2 starts on a fresh device" start_cluster_node 2
+step "it rebuilds its copy and is in-sync" wait_for "n2 in-sync" 60 all_in_sync 1 v1
+step "n2 resynced from LSN 0" bash -c "grep -q 'n2 trusted to LSN 0 ' '$D/n1/log'"
+step "replicas identical after the rebuild" identical 2
+
+# ---- the primary SIGKILLed, a survivor promoted
+P=1
+for it in $(seq "$FAILOVERS"); do
+	N=$((P % 3 + 1)) O=$(((P + 1) % 3 + 1))
+	"$BUILD"/testudo-bench "$(uri "$P" v1)" "$(uri "$N" v1)" "$(uri "$O" v1)" --rw randwrite --qd 16 --time 8 \
+		--reconnect 30 --verify "$D/f$it" --quiet >"$D/f$it.out" 2>&1 &
+	BENCH=$!
+	sleep 2
+	kill_cluster_node "$P"
+	sleep 0.3
+	step "failover $it: promote n$N after n$P was killed" cli "$N" promote v1 --node "n$N"
+	wait $BENCH; rc=$?; BENCH=
+	step "failover $it: bench reconnected and went on (exit $rc)" bash -c "[ $rc = 0 ] && grep -q 'reconnect *[1-9]' '$D/f$it.out' && grep -q '0 findings' '$D/f$it.out'"
+	step "failover $it: verify pass through n$N finds nothing lost" verify_pass "$N" "$D/f$it"
+	step "failover $it: n$P restarts" start_cluster_node "$P"
+	step "failover $it: every replica in-sync again" wait_for "all in-sync" 60 all_in_sync "$N" v1
+	step "failover $it: replicas identical" identical "$N"
+	P=$N
+done
+
+# ---- a stale primary
+N=$((P % 3 + 1))
+EPOCH=$(field "$N" v1 epoch)
+"$BUILD"/testudo-bench "$(uri "$P" v1)" --rw randwrite --qd 8 --time 10 --io-timeout 60 --verify "$D/s.j" --quiet \
+	>"$D/s.out" 2>&1 &
+BENCH=$!
+sleep 2
+kill -STOP "${CL_PID[$P]}"
+LOGAT=$(wc -l <"$D/n$P/log")
+sleep 1.5
+step "stale: n$N is promoted while primary n$P is frozen" cli "$N" promote v1 --node "n$N"
+kill -CONT "${CL_PID[$P]}"
+step "stale: n$P steps down once it runs again" wait_for "n$P steps down" 10 bash -c \
+	"curl -sf http://127.0.0.1:${CL_ADMIN[$P]}/v1/volumes/v1 | grep -q '\"role\": *\"replica\"'"
+step "stale: n$P now knows epoch $((EPOCH + 1))" bash -c "[ \"\$(curl -sf http://127.0.0.1:${CL_ADMIN[$P]}/v1/volumes/v1 | $PY -c 'import json,sys; print(json.load(sys.stdin)[\"epoch\"])')\" = $((EPOCH + 1)) ]"
+wait $BENCH; rc=$?; BENCH=
+cat "$D/s.out" | grep -E "errors|verify" | sed 's/^/    /'
+step "stale: no write n$P acknowledged is missing from the new primary" verify_pass "$N" "$D/s.j"
+step "stale: no change by n$P at the old epoch came into force after the promote" bash -c \
+	"tail -n +$((LOGAT + 1)) '$D/n$P/log' | grep vtier; ! tail -n +$((LOGAT + 1)) '$D/n$P/log' | grep -q 'change in force: epoch $EPOCH '"
+step "stale: everything in-sync again" wait_for "all in-sync" 60 all_in_sync "$N" v1
+step "stale: replicas identical" identical "$N"
+
+step "every node stops cleanly" stop_cluster
+echo "replication: $((n - bad)) of $n checks passed"
+[ $bad = 0 ]
