@@ -37,7 +37,7 @@ LIBSTORAGE := $(BUILD)/libtestudo-storage.a
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy demo fuzz e2e-kernel
+.PHONY: all check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy bench-replication demo fuzz e2e-kernel
 all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
@@ -125,6 +125,9 @@ bench-nbd: all
 # testudo-bench's figures against fio's on one testudod volume
 bench-accuracy: all
 	BUILD=$(BUILD) bench/accuracy
+
+bench-replication: all
+	BUILD=$(BUILD) bench/replication
 
 deps:
 	tools/install-deps.sh

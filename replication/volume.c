@@ -2563,9 +2563,12 @@ static void tick_cb(uv_timer_t *t)
 static void hook_up(void *arg, int peer)
 {
 	struct tdo_vtier *vt = arg;
-	for (struct vvol *v = vt->vols; v; v = v->next)
-		if (v->conf.vc_version)
-			send_conf(vt, peer, &v->conf, true);
+	/* what is in force: a proposal still open is not ours to spread */
+	for (struct vvol *v = vt->vols; v; v = v->next) {
+		const struct tdo_rm_vconf *c = v->prop ? &v->prop->prev : &v->conf;
+		if (c->vc_version)
+			send_conf(vt, peer, c, true);
+	}
 	fwd_retry(vt);
 }
 
@@ -2766,7 +2769,8 @@ int tdo_vtier_start(uv_loop_t *loop, struct tdo_engine *e, struct tdo_cluster *c
 		return rc;
 	}
 	/* the engine's volumes no configuration names: this node's alone */
-	int n = tdo_vol_list(e, NULL, 0);
+	struct tdo_vol_info one;
+	int n = tdo_vol_list(e, &one, 0);
 	struct tdo_vol_info *vi = calloc((size_t)n + 1, sizeof(*vi));
 	bool changed = false;
 	if (vi) {
@@ -2907,7 +2911,8 @@ int tdo_vtier_names(struct tdo_vtier *vt, char (*names)[TDO_NAME_MAX + 1], int m
 			snprintf(names[n], TDO_NAME_MAX + 1, "%s", v->conf.vc_name);
 		n++;
 	}
-	qsort(names, (size_t)(n < max ? n : max), TDO_NAME_MAX + 1, cmp_name);
+	if ((n < max ? n : max) > 1)
+		qsort(names, (size_t)(n < max ? n : max), TDO_NAME_MAX + 1, cmp_name);
 	return n;
 }
 
@@ -3019,7 +3024,8 @@ json_t *tdo_vtier_status(struct tdo_vtier *vt)
 	for (struct vvol *v = vt->vols; v; v = v->next)
 		if (!v->conf.vc_deleted && v->conf.vc_version)
 			items[k++] = vol_json(v);
-	qsort(items, (size_t)k, sizeof(*items), cmp_json_name);
+	if (k > 1)
+		qsort(items, (size_t)k, sizeof(*items), cmp_json_name);
 	for (int i = 0; i < k; i++)
 		json_array_append_new(arr, items[i]);
 	free(items);

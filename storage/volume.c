@@ -283,6 +283,7 @@ int tdo_vol_list(struct tdo_engine *e, struct tdo_vol_info *out, int max)
 
 	for (uint32_t i = 0; i < e->nvols && n < max; i++)
 		fill_info(e->vols[i], &out[n++]);
-	qsort(out, (size_t)n, sizeof *out, cmp_info);
+	if (n > 1)
+		qsort(out, (size_t)n, sizeof *out, cmp_info);
 	return (int)e->nvols;
 }
