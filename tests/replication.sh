@@ -187,5 +187,17 @@ step "stale: everything in-sync again" wait_for "all in-sync" 60 all_in_sync "$N
 step "stale: replicas identical" identical "$N"
 
 step "every node stops cleanly" stop_cluster
+
+# ---- a damaged or foreign state file is refused with a clear error, and left alone
+cp "$D/n1/dev.img.state" "$D/state.orig"
+printf '\xff' | dd of="$D/n1/dev.img.state" bs=1 seek=200 conv=notrunc 2>/dev/null
+cp "$D/n1/dev.img.state" "$D/state.damaged"
+step "a damaged state file stops the node with a clear error" bash -c \
+	"! timeout 10 '$BUILD'/testudod --device '$D/n1/dev.img' --nbd 127.0.0.1:0 --admin 127.0.0.1:0 --node-id n1 --repl 127.0.0.1:0 \
+	   >/dev/null 2>'$D/bad.err'; cat '$D/bad.err'; grep -q 'state file .* is damaged' '$D/bad.err' && cmp '$D/n1/dev.img.state' '$D/state.damaged'"
+cp "$D/state.orig" "$D/n1/dev.img.state"
+step "another node's state file is refused" bash -c \
+	"! timeout 10 '$BUILD'/testudod --device '$D/n1/dev.img' --nbd 127.0.0.1:0 --admin 127.0.0.1:0 --node-id n9 --repl 127.0.0.1:0 \
+	   >/dev/null 2>'$D/bad.err'; cat '$D/bad.err'; grep -q \"belongs to node 'n1'\" '$D/bad.err'"
 echo "replication: $((n - bad)) of $n checks passed"
 [ $bad = 0 ]
