@@ -122,7 +122,7 @@ int tdo_peer_parse(const char *s, struct tdo_peer_conf *p)
 struct wreq {
 	uv_write_t w;
 	bool close_after;
-	char buf[];
+	char *data;                 /* a connection's queued messages, handed over whole */
 };
 
 static void write_cb(uv_write_t *w, int status)
@@ -133,6 +133,7 @@ static void write_cb(uv_write_t *w, int status)
 		conn_close(pc, uv_strerror(status));
 	else if (r->close_after)
 		conn_close(pc, NULL);
+	free(r->data);
 	free(r);
 }
 
@@ -141,18 +142,21 @@ static void pc_flush(struct pconn *pc)
 {
 	if (pc->closing || !pc->tx_len)
 		return;
-	struct wreq *r = malloc(sizeof(*r) + pc->tx_len);
+	struct wreq *r = malloc(sizeof(*r));
 	if (!r) {
 		conn_close(pc, "out of memory");
 		return;
 	}
-	memcpy(r->buf, pc->tx, pc->tx_len);
+	/* the queue itself goes out; the next message starts a new one */
+	r->data = pc->tx;
 	r->close_after = pc->tx_close_after;
 	r->w.data = pc;
-	uv_buf_t b = uv_buf_init(r->buf, (unsigned)pc->tx_len);
-	pc->tx_len = 0;
+	uv_buf_t b = uv_buf_init(r->data, (unsigned)pc->tx_len);
+	pc->tx = NULL;
+	pc->tx_len = pc->tx_cap = 0;
 	int rc = uv_write(&r->w, (uv_stream_t *)&pc->tcp, &b, 1, write_cb);
 	if (rc < 0) {
+		free(r->data);
 		free(r);
 		conn_close(pc, uv_strerror(rc));
 	}

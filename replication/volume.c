@@ -2916,10 +2916,10 @@ int tdo_vtier_names(struct tdo_vtier *vt, char (*names)[TDO_NAME_MAX + 1], int m
 	return n;
 }
 
-int64_t tdo_vtier_local_id(struct tdo_vtier *vt, const char *name)
+int64_t tdo_vtier_primary_id(struct tdo_vtier *vt, const char *name)
 {
 	struct vvol *v = find_vol(vt, name);
-	return v ? v->local_id : -1;
+	return v && v->primary ? v->local_id : -1;
 }
 
 int tdo_vtier_io(struct tdo_vtier *vt, const char *name, int op, unsigned flags, uint64_t off, uint64_t len,

@@ -224,11 +224,11 @@ static void do_block_status(struct txreq *r)
 		finish(r, NBD_ENOMEM, -ENOMEM);
 		return;
 	}
-	int64_t vol = c->d->vtier ? tdo_vtier_local_id(c->d->vtier, c->name) : (int64_t)c->vol;
+	int64_t vol = c->d->vtier ? tdo_vtier_primary_id(c->d->vtier, c->name) : (int64_t)c->vol;
 	if (vol >= 0)
 		tdo_engine_map(c->d->engine, (uint32_t)vol, r->offset, len, bs_extent, &x);
 	else
-		bs_extent(&x, r->offset, len, 0); /* no copy on this node: all allocated, which is always safe */
+		bs_extent(&x, r->offset, len, 0); /* not the primary: all allocated, which is always safe */
 	h = (struct nbd_structured_reply *)(void *)x.out;
 	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
 	h->flags = htobe16(NBD_REPLY_FLAG_DONE);

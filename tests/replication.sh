@@ -90,7 +90,7 @@ step "a node outside the replica set serves the volume by forwarding" bash -c \
 
 # ---- a replica SIGKILLed under load
 ALL="$(uri 1 v1) $(uri 2 v1) $(uri 3 v1)"
-"$BUILD"/testudo-bench $ALL --rw randwrite --qd 16 --time 12 --reconnect 30 --verify "$D/j1" --quiet >"$D/b1.out" 2>&1 &
+"$BUILD"/testudo-bench $ALL --rw randwrite --qd 16 --time 9 --reconnect 30 --verify "$D/j1" --quiet >"$D/b1.out" 2>&1 &
 BENCH=$!
 sleep 2
 kill_cluster_node 3
@@ -108,8 +108,8 @@ grep -h "resync of n3\|n3 in sync" "$D"/n1/log | sed 's/^/    /' | tail -3
 # ---- a replica that missed much cannot be promoted while it catches up
 kill_cluster_node 3
 wait_for "n3 out of date" 5 has_state 1 v1 n3 out-of-date
-"$BUILD"/testudo-bench "$(uri 1 v1)" --rw write --bs 128k --bytes 96M --qd 8 --verify "$D/j2" --quiet >"$D/b2.out" 2>&1
-step "96 MiB written while n3 was down" bash -c "grep -q 'errors    none' '$D/b2.out'"
+"$BUILD"/testudo-bench "$(uri 1 v1)" --rw write --bs 128k --bytes 64M --qd 8 --verify "$D/j2" --quiet >"$D/b2.out" 2>&1
+step "64 MiB written while n3 was down" bash -c "grep -q 'errors    none' '$D/b2.out'"
 start_cluster_node 3
 wait_for "n3 catching up" 10 has_state 1 v1 n3 catching-up
 step "promote of the catching-up replica is refused" bash -c \
@@ -121,7 +121,7 @@ step "verify pass after the catch-up, read from n3 (forwarded)" verify_pass 3 "$
 step "replicas identical" identical 1
 
 # ---- a replica frozen with SIGSTOP
-"$BUILD"/testudo-bench "$(uri 1 v1)" --rw randwrite --qd 16 --time 10 --verify "$D/j3" --quiet >"$D/b3.out" 2>&1 &
+"$BUILD"/testudo-bench "$(uri 1 v1)" --rw randwrite --qd 16 --time 8 --verify "$D/j3" --quiet >"$D/b3.out" 2>&1 &
 BENCH=$!
 sleep 2
 kill -STOP "${CL_PID[2]}"
@@ -147,7 +147,7 @@ step "replicas identical after the rebuild" identical 2
 P=1
 for it in $(seq "$FAILOVERS"); do
 	N=$((P % 3 + 1)) O=$(((P + 1) % 3 + 1))
-	"$BUILD"/testudo-bench "$(uri "$P" v1)" "$(uri "$N" v1)" "$(uri "$O" v1)" --rw randwrite --qd 16 --time 8 \
+	"$BUILD"/testudo-bench "$(uri "$P" v1)" "$(uri "$N" v1)" "$(uri "$O" v1)" --rw randwrite --qd 16 --time 6 \
 		--reconnect 30 --verify "$D/f$it" --quiet >"$D/f$it.out" 2>&1 &
 	BENCH=$!
 	sleep 2
@@ -166,7 +166,7 @@ done
 # ---- a stale primary
 N=$((P % 3 + 1))
 EPOCH=$(field "$N" v1 epoch)
-"$BUILD"/testudo-bench "$(uri "$P" v1)" --rw randwrite --qd 8 --time 10 --io-timeout 60 --verify "$D/s.j" --quiet \
+"$BUILD"/testudo-bench "$(uri "$P" v1)" --rw randwrite --qd 8 --time 8 --io-timeout 60 --verify "$D/s.j" --quiet \
 	>"$D/s.out" 2>&1 &
 BENCH=$!
 sleep 2

@@ -53,8 +53,9 @@ void tdo_vtier_free(struct tdo_vtier *vt);
 int tdo_vtier_lookup(struct tdo_vtier *vt, const char *name, uint64_t *size);
 /* Names of the live volumes, sorted, up to MAX; returns how many exist. */
 int tdo_vtier_names(struct tdo_vtier *vt, char (*names)[TDO_NAME_MAX + 1], int max);
-/* The local engine volume id of NAME, or -1 when this node holds no copy. */
-int64_t tdo_vtier_local_id(struct tdo_vtier *vt, const char *name);
+/* The local engine volume id of NAME when this node is its primary (its
+ * allocation map is the volume's), else -1: a replica's may lag. */
+int64_t tdo_vtier_primary_id(struct tdo_vtier *vt, const char *name);
 
 /* Client I/O: OP is a TDO_RMOP_* (READ, WRITE, ZERO, TRIM, FLUSH). */
 int tdo_vtier_io(struct tdo_vtier *vt, const char *name, int op, unsigned flags, uint64_t off,
