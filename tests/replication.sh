@@ -186,6 +186,59 @@ step "stale: no change by n$P at the old epoch came into force after the promote
 step "stale: everything in-sync again" wait_for "all in-sync" 60 all_in_sync "$N" v1
 step "stale: replicas identical" identical "$N"
 
+# ---- fencing and bad input on the peer protocol, as a fake n1 talking to n3
+fake_peer() {   # fake_peer WHAT: connect to n3 as "n1", then send WHAT (stale-write | bad-conf | short-write)
+	$PY - "$1" "${CL_REPL[3]}" "$EPOCH" <<'PYEOF'
+import ctypes, socket, struct, sys, time
+what, port, old_epoch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+xx = ctypes.CDLL("libxxhash.so.0"); xx.XXH3_64bits.restype = ctypes.c_uint64
+xx.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+def frame(t, pl):
+    h = struct.pack("<IHHQI", 0x50524454, 1, t, 0, len(pl))
+    return h + struct.pack("<I", xx.XXH3_64bits(h + pl, len(h) + len(pl)) & 0xffffffff) + pl
+def recv_frame(s):
+    def get(n):
+        b = b""
+        while len(b) < n:
+            c = s.recv(n - len(b))
+            if not c: raise EOFError
+            b += c
+        return b
+    h = get(24); t, n = struct.unpack_from("<H", h, 6)[0], struct.unpack_from("<I", h, 16)[0]
+    return t, get(n)
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(frame(1, struct.pack("<64s32s32sQ", b"testudo", b"n1", b"n3", 42)))
+t, pl = recv_frame(s)
+assert t == 2, "expected WELCOME, got %d" % t
+name = b"v1"
+if what == "stale-write":
+    io = struct.pack("<64sIHHQQQQ", name, old_epoch, 2, 0, 999999, 0, 0, 4096)
+    s.sendall(frame(18, io + b"\xee" * 4096))
+    while True:
+        t, pl = recv_frame(s)
+        if t == 19:
+            n, ep, st = struct.unpack_from("<64sIi", pl)
+            print("WACK status", st, "epoch", ep)
+            assert st == -116, "a write of an older epoch was not refused with ESTALE"
+            assert ep > old_epoch
+            break
+elif what in ("bad-conf", "short-write"):
+    s.sendall(frame(16, name.ljust(64, b"\0") + bytes(432 - 64)) if what == "bad-conf" else frame(18, b"v1\0"))
+    try:
+        while True:
+            recv_frame(s)
+    except (EOFError, ConnectionResetError):
+        print("dropped")
+PYEOF
+}
+EPOCH=$(($(field "$N" v1 epoch) - 1))
+step "fencing: n3 refuses a write of the older epoch $EPOCH with ESTALE" fake_peer stale-write
+step "an invalid volume configuration closes that connection" fake_peer bad-conf
+step "a truncated write message closes that connection" fake_peer short-write
+step "n3 still runs, and it logged why" bash -c "kill -0 ${CL_PID[3]} && grep -q 'an invalid volume configuration' '$D/n3/log' && grep -q 'malformed volume message' '$D/n3/log'"
+step "everything in-sync again after the fake peer" wait_for "all in-sync" 60 all_in_sync "$N" v1
+step "replicas identical: the refused write changed nothing" identical "$N"
+
 step "every node stops cleanly" stop_cluster
 
 # ---- a damaged or foreign state file is refused with a clear error, and left alone
