@@ -132,8 +132,7 @@ struct change {
 };
 
 struct proposal {
-	struct tdo_rm_vconf conf, prev;
-	bool had_prev;
+	struct tdo_rm_vconf conf, prev;  /* proposed; in force when proposed */
 	uint32_t acked, nacked;     /* peers (bits) */
 	int have, need;
 	uint64_t deadline_usec;
@@ -736,14 +735,6 @@ static void prop_finish(struct vvol *v, int status, const char *why)
 {
 	struct proposal *p = v->prop;
 	v->prop = NULL;
-	if (status) {
-		/* not in force: take back our own copy unless something newer came */
-		if (p->had_prev && v->conf.vc_epoch == p->conf.vc_epoch && v->conf.vc_version == p->conf.vc_version) {
-			v->conf = p->prev;
-			state_save(v->vt);
-			reconcile(v);
-		}
-	}
 	change_done(v, p->ch, status, why);
 	free(p);
 	propose_next(v);
@@ -754,8 +745,19 @@ static void prop_check(struct vvol *v)
 	struct proposal *p = v->prop;
 	if (!p)
 		return;
-	if (p->have >= p->need) {
+	if (p->have >= p->need && !p->newer_seen) {
+		/* in force: now, and only now, it is this node's configuration
+		 * (a proposer that dies before this point leaves no trace of a
+		 * change that may never have come into force) */
+		struct tdo_rm_vconf prev = v->conf;
+		v->conf = p->conf;
+		if (state_save(v->vt)) {
+			v->conf = prev;
+			prop_finish(v, -EIO, "cannot store the state file");
+			return;
+		}
 		vt_log_conf(v, "change in force");
+		reconcile(v);
 		prop_finish(v, 0, NULL);
 		if (v->primary)
 			complete_ready(v);
@@ -791,18 +793,10 @@ static void propose_next(struct vvol *v)
 		p->ch = ch;
 		p->conf = c;
 		p->prev = v->conf;
-		p->had_prev = true;
 		p->need = vt->nnodes / 2 + 1;
 		p->deadline_usec = tdo_now_usec() + PROPOSE_MS * 1000ull;
 		v->prop = p;
-		/* our own copy first */
-		v->conf = c;
-		if (state_save(vt)) {
-			prop_finish(v, -EIO, "cannot store the state file");
-			continue;
-		}
-		p->have = 1;
-		reconcile(v);
+		p->have = 1; /* this node: it stores the change once it is in force */
 		for (int i = 0; i < tdo_cluster_npeers(vt->c); i++)
 			if (tdo_cluster_peer_up(vt->c, i))
 				send_conf(vt, i, &c, false);
@@ -823,7 +817,7 @@ static void queue_change(struct vvol *v, struct change *ch)
 /* Replicas in-sync by the configuration in force (not one still proposed). */
 static uint32_t insync_mask(struct vvol *v)
 {
-	const struct tdo_rm_vconf *c = v->prop ? &v->prop->prev : &v->conf;
+	const struct tdo_rm_vconf *c = &v->conf;
 	uint32_t m = 0;
 	for (uint32_t i = 0; i < c->vc_nrep; i++)
 		if ((int)i != v->my_rep && c->vc_state[i] == TDO_REP_IN_SYNC)
@@ -871,8 +865,8 @@ static void mark_out_of_date(struct vvol *v, int rep, const char *why)
 {
 	if (!v->primary || rep < 0 || rep == v->my_rep || (v->marking & (1u << rep)))
 		return;
-	if (v->conf.vc_state[rep] == TDO_REP_OUT_OF_DATE && !(v->prop && v->prop->prev.vc_state[rep] == TDO_REP_IN_SYNC))
-		return;
+	if (v->conf.vc_state[rep] != TDO_REP_IN_SYNC)
+		return; /* not in the in-sync set in force: nothing waits on it */
 	if (v->rs[rep])
 		rs_abort(v, rep, why);
 	struct change *ch = calloc(1, sizeof(*ch));
@@ -941,8 +935,8 @@ static void admit(struct vvol *v, struct vreq *r)
 	                        .io_flags = (uint16_t)r->flags, .io_lsn = r->lsn, .io_off = r->off, .io_len = r->len };
 	snprintf(io.io_name, sizeof(io.io_name), "%s", v->conf.vc_name);
 	for (uint32_t i = 0; i < v->conf.vc_nrep; i++) {
-		if ((int)i == v->my_rep || v->conf.vc_state[i] != TDO_REP_IN_SYNC)
-			continue;
+		if ((int)i == v->my_rep || v->conf.vc_state[i] != TDO_REP_IN_SYNC || (v->marking & (1u << i)))
+			continue; /* one being taken out gets nothing more; its write completes when that is in force */
 		int peer = rep_peer(v, (int)i);
 		if (peer < 0 || vsend(vt, peer, TDO_RM_WRITE, &io, sizeof(io),
 		                                  r->op == TDO_RMOP_WRITE ? r->buf : NULL,
@@ -1933,7 +1927,10 @@ static const char *vconf_refusal(struct tdo_vtier *vt, struct vvol *v, const str
 		return NULL;
 	if (!conf_newer(c, &v->conf))
 		return "not newer than this node's configuration";
-	if (!c->vc_deleted && !v->conf.vc_deleted && v->conf.vc_version &&
+	/* a proposal that changes the primary needs it in-sync here; a sync
+	 * (what another node holds in force) is taken when newer: this node's
+	 * own copy may hold a change that never came into force */
+	if (!c->vc_sync && !c->vc_deleted && !v->conf.vc_deleted && v->conf.vc_version &&
 	    strcmp(c->vc_rep[c->vc_primary], v->conf.vc_rep[v->conf.vc_primary])) {
 		int i = rep_index(&v->conf, c->vc_rep[c->vc_primary]);
 		if (i < 0 || v->conf.vc_state[i] != TDO_REP_IN_SYNC)
@@ -2565,9 +2562,8 @@ static void hook_up(void *arg, int peer)
 	struct tdo_vtier *vt = arg;
 	/* what is in force: a proposal still open is not ours to spread */
 	for (struct vvol *v = vt->vols; v; v = v->next) {
-		const struct tdo_rm_vconf *c = v->prop ? &v->prop->prev : &v->conf;
-		if (c->vc_version)
-			send_conf(vt, peer, c, true);
+		if (v->conf.vc_version)
+			send_conf(vt, peer, &v->conf, true);
 	}
 	fwd_retry(vt);
 }
