@@ -267,6 +267,17 @@ static struct vvol *find_vol(struct tdo_vtier *vt, const char *name)
 	return NULL;
 }
 
+/* A volume that exists (not deleted); NULL with a message in ERR. */
+static struct vvol *live_vol(struct tdo_vtier *vt, const char *name, char *err, size_t errlen)
+{
+	struct vvol *v = find_vol(vt, name);
+	if (!v || v->conf.vc_deleted || !v->conf.vc_version) {
+		snprintf(err, errlen, "no volume '%s'", name);
+		return NULL;
+	}
+	return v;
+}
+
 /* A name from the wire: NUL-terminated within its field and valid. */
 static bool wire_name(const char *field, char *out)
 {
@@ -2285,11 +2296,9 @@ static void on_sum_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *
 
 int tdo_vtier_verify(struct tdo_vtier *vt, const char *name, tdo_vt_cb cb, void *arg, char *err, size_t errlen)
 {
-	struct vvol *v = find_vol(vt, name);
-	if (!v || v->conf.vc_deleted) {
-		snprintf(err, errlen, "no volume '%s'", name);
+	struct vvol *v = live_vol(vt, name, err, errlen);
+	if (!v)
 		return TDO_ENOVOL;
-	}
 	struct verify *ver = calloc(1, sizeof(*ver));
 	if (!ver)
 		return -ENOMEM;
@@ -2441,11 +2450,9 @@ static void on_promote_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_p
 int tdo_vtier_promote(struct tdo_vtier *vt, const char *name, const char *node, tdo_vt_cb cb, void *arg,
                       char *err, size_t errlen)
 {
-	struct vvol *v = find_vol(vt, name);
-	if (!v || v->conf.vc_deleted) {
-		snprintf(err, errlen, "no volume '%s'", name);
+	struct vvol *v = live_vol(vt, name, err, errlen);
+	if (!v)
 		return TDO_ENOVOL;
-	}
 	struct promote *pm = calloc(1, sizeof(*pm));
 	if (!pm)
 		return -ENOMEM;
@@ -3136,16 +3143,6 @@ int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint
 	ch->kind = CH_CREATE;
 	ch->conf = c;
 	return queue_admin(v, ch, cb, arg);
-}
-
-static struct vvol *live_vol(struct tdo_vtier *vt, const char *name, char *err, size_t errlen)
-{
-	struct vvol *v = find_vol(vt, name);
-	if (!v || v->conf.vc_deleted || !v->conf.vc_version) {
-		snprintf(err, errlen, "no volume '%s'", name);
-		return NULL;
-	}
-	return v;
 }
 
 int tdo_vtier_delete(struct tdo_vtier *vt, const char *name, tdo_vt_cb cb, void *arg, char *err, size_t errlen)

@@ -14,14 +14,6 @@ rm -rf "$D"
 mkdir -p "$D"
 B=$BUILD/testudo-bench
 n=0 bad=0
-step() {   # step DESCRIPTION COMMAND...
-	local what=$1; shift
-	n=$((n + 1))
-	if ! "$@" >"$D/step.out" 2>&1; then
-		echo "FAILED: $what"; tail -15 "$D/step.out" | sed 's/^/    /'
-		bad=$((bad + 1))
-	fi
-}
 # expect STATUS DESCRIPTION COMMAND...: the command must exit with STATUS
 expect() {
 	local want=$1 what=$2; shift 2

@@ -12,14 +12,6 @@ D=${1:?usage: cluster.sh SCRATCHDIR}
 rm -rf "$D"
 mkdir -p "$D"
 n=0 bad=0
-step() {
-	local what=$1; shift
-	n=$((n + 1))
-	if ! "$@" >"$D/step.out" 2>&1; then
-		echo "FAILED: $what"; tail -15 "$D/step.out" | sed 's/^/    /'
-		bad=$((bad + 1))
-	fi
-}
 OTHER_PID=
 cleanup() {
 	for p in "${CL_PID[@]}" $OTHER_PID; do [ -n "$p" ] && kill -CONT "$p" 2>/dev/null && kill "$p" 2>/dev/null; done

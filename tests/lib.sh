@@ -6,8 +6,23 @@
 #   stop_node                           SIGTERM, assert a clean exit (status 0)
 #   kill_node                           SIGKILL
 #   wait_for DESCRIPTION SECONDS CMD... poll CMD until it succeeds or time runs out
+#   step DESCRIPTION CMD...             one counted check (n, bad), FAILED with its output
 BUILD=${BUILD:-build}
 PY=/usr/bin/python3     # Debian's python, which has libnbd's module
+
+# step DESCRIPTION COMMAND...: run a check (in this shell: variables it sets
+# survive), count it in n and bad (the caller sets n=0 bad=0 and D), print
+# FAILED with the output's tail, or "ok: ..." when STEP_OK=1
+step() {
+	local what=$1; shift
+	n=$((n + 1))
+	if ! "$@" >"$D/step.out" 2>&1; then
+		echo "FAILED: $what"; tail -15 "$D/step.out" | sed 's/^/    /'
+		bad=$((bad + 1))
+	elif [ "${STEP_OK:-0}" = 1 ]; then
+		echo "ok: $what"
+	fi
+}
 
 wait_for() {
 	local what=$1 secs=$2; shift 2

@@ -10,14 +10,6 @@ D=${1:?usage: nbd.sh SCRATCHDIR}
 mkdir -p "$D"
 rm -f "$D"/j1 "$D"/*.img
 n=0 bad=0
-step() {   # step DESCRIPTION COMMAND...  (no subshell: start_node's variables must survive)
-	local what=$1; shift
-	n=$((n + 1))
-	if ! "$@" >"$D/step.out" 2>&1; then
-		echo "FAILED: $what"; tail -15 "$D/step.out" | sed 's/^/    /'
-		bad=$((bad + 1))
-	fi
-}
 
 DEV_SIZE=3G
 "$BUILD"/testudo format "$D/dev.img" --size "$DEV_SIZE" >/dev/null
