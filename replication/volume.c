@@ -823,6 +823,23 @@ static void queue_change(struct vvol *v, struct change *ch)
 	propose_next(v);
 }
 
+/* Propose replica REP in STATE; DONE gets REP as its argument. False when
+ * out of memory (nothing queued). */
+static bool queue_state(struct vvol *v, int rep, uint32_t state,
+                        void (*done)(struct vvol *v, int status, const char *why, void *arg))
+{
+	struct change *ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return false;
+	ch->kind = CH_STATE;
+	ch->rep = rep;
+	ch->state = state;
+	ch->done = done;
+	ch->arg = (void *)(intptr_t)rep;
+	queue_change(v, ch);
+	return true;
+}
+
 /* ---- the write path (primary) ---- */
 
 /* Replicas in-sync by the configuration in force (not one still proposed). */
@@ -880,17 +897,10 @@ static void mark_out_of_date(struct vvol *v, int rep, const char *why)
 		return; /* not in the in-sync set in force: nothing waits on it */
 	if (v->rs[rep])
 		rs_abort(v, rep, why);
-	struct change *ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return;
 	tdo_log(TDO_LOG_WARN, "vtier", "%s: replica %s out of date: %s", v->conf.vc_name, v->conf.vc_rep[rep], why);
 	v->marking |= 1u << rep;
-	ch->kind = CH_STATE;
-	ch->rep = rep;
-	ch->state = TDO_REP_OUT_OF_DATE;
-	ch->done = mark_done;
-	ch->arg = (void *)(intptr_t)rep;
-	queue_change(v, ch);
+	if (!queue_state(v, rep, TDO_REP_OUT_OF_DATE, mark_done))
+		v->marking &= ~(1u << rep); /* the tick tries again */
 }
 
 static void rs_mark_dirty(struct vvol *v, uint64_t off, uint64_t len)
@@ -1740,17 +1750,8 @@ static void on_rs_end(struct vvol *v, struct resync *rs, const struct tdo_rm_rs 
 		return;
 	}
 	rs->phase = RS_PROPOSE;
-	struct change *ch = calloc(1, sizeof(*ch));
-	if (!ch) {
+	if (!queue_state(v, rs->rep, TDO_REP_IN_SYNC, rs_in_sync_done))
 		rs_abort(v, rs->rep, "out of memory");
-		return;
-	}
-	ch->kind = CH_STATE;
-	ch->rep = rs->rep;
-	ch->state = TDO_REP_IN_SYNC;
-	ch->done = rs_in_sync_done;
-	ch->arg = (void *)(intptr_t)rs->rep;
-	queue_change(v, ch);
 }
 
 static void catching_up_done(struct vvol *v, int status, const char *why, void *arg)
@@ -2522,17 +2523,8 @@ static void vol_tick(struct tdo_vtier *vt, struct vvol *v, uint64_t now)
 			continue;
 		if (v->conf.vc_state[i] == TDO_REP_CATCHING_UP)
 			rs_start(v, i);
-		else if (v->conf.vc_state[i] == TDO_REP_OUT_OF_DATE) {
-			struct change *ch = calloc(1, sizeof(*ch));
-			if (!ch)
-				continue;
-			ch->kind = CH_STATE;
-			ch->rep = i;
-			ch->state = TDO_REP_CATCHING_UP;
-			ch->done = catching_up_done;
-			ch->arg = (void *)(intptr_t)i;
-			queue_change(v, ch);
-		}
+		else if (v->conf.vc_state[i] == TDO_REP_OUT_OF_DATE)
+			queue_state(v, i, TDO_REP_CATCHING_UP, catching_up_done); /* out of memory: the next tick */
 	}
 }
 
@@ -3049,13 +3041,21 @@ static void admin_done(struct vvol *v, int status, const char *why, void *arg)
 	free(op);
 }
 
-static int queue_admin(struct vvol *v, struct change *ch, tdo_vt_cb cb, void *arg)
+/* Queue an operator's change of KIND (SIZE for a resize, CONF for a create). */
+static int queue_admin(struct vvol *v, int kind, uint64_t size, const struct tdo_rm_vconf *conf, tdo_vt_cb cb,
+                       void *arg)
 {
+	struct change *ch = calloc(1, sizeof(*ch));
 	struct admin_op *op = calloc(1, sizeof(*op));
-	if (!op) {
+	if (!ch || !op) {
 		free(ch);
+		free(op);
 		return -ENOMEM;
 	}
+	ch->kind = kind;
+	ch->size = size;
+	if (conf)
+		ch->conf = *conf;
 	op->cb = cb;
 	op->arg = arg;
 	ch->done = admin_done;
@@ -3137,12 +3137,7 @@ int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint
 		if (!(v = vol_new(vt, &none)))
 			return -ENOMEM;
 	}
-	struct change *ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return -ENOMEM;
-	ch->kind = CH_CREATE;
-	ch->conf = c;
-	return queue_admin(v, ch, cb, arg);
+	return queue_admin(v, CH_CREATE, 0, &c, cb, arg);
 }
 
 int tdo_vtier_delete(struct tdo_vtier *vt, const char *name, tdo_vt_cb cb, void *arg, char *err, size_t errlen)
@@ -3150,11 +3145,7 @@ int tdo_vtier_delete(struct tdo_vtier *vt, const char *name, tdo_vt_cb cb, void 
 	struct vvol *v = live_vol(vt, name, err, errlen);
 	if (!v)
 		return TDO_ENOVOL;
-	struct change *ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return -ENOMEM;
-	ch->kind = CH_DELETE;
-	return queue_admin(v, ch, cb, arg);
+	return queue_admin(v, CH_DELETE, 0, NULL, cb, arg);
 }
 
 int tdo_vtier_resize(struct tdo_vtier *vt, const char *name, uint64_t size, tdo_vt_cb cb, void *arg, char *err,
@@ -3167,10 +3158,5 @@ int tdo_vtier_resize(struct tdo_vtier *vt, const char *name, uint64_t size, tdo_
 		snprintf(err, errlen, "size must be a positive multiple of 512 bytes");
 		return -EINVAL;
 	}
-	struct change *ch = calloc(1, sizeof(*ch));
-	if (!ch)
-		return -ENOMEM;
-	ch->kind = CH_RESIZE;
-	ch->size = size;
-	return queue_admin(v, ch, cb, arg);
+	return queue_admin(v, CH_RESIZE, size, NULL, cb, arg);
 }
