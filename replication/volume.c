@@ -84,6 +84,15 @@ static void l_del(struct link *x)
 	x->next->prev = x->prev;
 	l_init(x);
 }
+/* Move every item of SRC to the end of DST (SRC ends empty). */
+static void l_move(struct link *dst, struct link *src)
+{
+	while (!l_empty(src)) {
+		struct link *x = src->next;
+		l_del(x);
+		l_add(dst, x);
+	}
+}
 #define l_item(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 /* ---- state ---- */
@@ -1062,11 +1071,7 @@ static void fwd_retry(struct tdo_vtier *vt)
 	struct link l;
 	l_init(&l);
 	uint64_t now = tdo_now_usec();
-	while (!l_empty(&vt->fwd_wait)) {
-		struct link *x = vt->fwd_wait.next;
-		l_del(x);
-		l_add(&l, x);
-	}
+	l_move(&l, &vt->fwd_wait);
 	while (!l_empty(&l)) {
 		struct vreq *r = l_item(l.next, struct vreq, link);
 		l_del(&r->link);
@@ -1335,11 +1340,7 @@ static void rs_free(struct vvol *v, int rep)
 	if (!v->gate && v->primary) {
 		struct link l;
 		l_init(&l);
-		while (!l_empty(&v->held)) {
-			struct link *x = v->held.next;
-			l_del(x);
-			l_add(&l, x);
-		}
+		l_move(&l, &v->held);
 		while (!l_empty(&l)) {
 			struct vreq *r = l_item(l.next, struct vreq, link);
 			l_del(&r->link);
