@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 WARN    := -Wall -Wextra -Wshadow -Wvla -Wstrict-prototypes -Werror
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -MMD -MP
-LDLIBS  := -luv -llz4 -lxxhash -lpmem -lpthread -lm
+LDLIBS  := -luv -luring -llz4 -lxxhash -lpmem -lpthread -lm
 
 ifneq ($(SANITIZER),)
 override CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -32,6 +32,10 @@
 
 #include "internal.h"
 
+/* How long dev_open waits for another holder's lock: 2 s in all. */
+#define LOCK_TRIES   100
+#define LOCK_WAIT_US 20000
+
 struct fi_undo {
 	struct fi_undo *next;
 	uint64_t off;
@@ -128,7 +132,7 @@ static void fi_cut(struct dev *d)
 }
 
 /* Returns -EIO when an injected write error fires. */
-static int fi_before_write(struct dev *d, uint64_t off, size_t len)
+int dev_fi_before_write(struct dev *d, uint64_t off, size_t len)
 {
 	struct fi_undo *u;
 	int err = 0;
@@ -166,7 +170,7 @@ static int fi_before_write(struct dev *d, uint64_t off, size_t len)
 	return err;
 }
 
-static uint64_t fi_sync_begin(struct dev *d)
+uint64_t dev_fi_sync_begin(struct dev *d)
 {
 	uint64_t gen;
 
@@ -181,7 +185,7 @@ static uint64_t fi_sync_begin(struct dev *d)
 	return gen;
 }
 
-static void fi_sync_end(struct dev *d, uint64_t gen)
+void dev_fi_sync_end(struct dev *d, uint64_t gen)
 {
 	struct fi_undo **pp, *u;
 
@@ -236,9 +240,17 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
 		d->fd = open(path, flags, 0600);
 	if (d->fd < 0)
 		return -errno;
-	if (flock(d->fd, LOCK_EX | LOCK_NB) < 0) {
-		err = errno == EWOULDBLOCK ? TDO_ELOCKED : -errno;
-		goto fail;
+	/* A holder that was just killed lets go only once the I/O it had in
+	 * the kernel (io_uring requests hold the file) has finished: that is
+	 * also what makes it safe to go on, so wait a little for it. */
+	for (int tries = 0;; tries++) {
+		if (flock(d->fd, LOCK_EX | LOCK_NB) == 0)
+			break;
+		if (errno != EWOULDBLOCK || tries == LOCK_TRIES) {
+			err = errno == EWOULDBLOCK ? TDO_ELOCKED : -errno;
+			goto fail;
+		}
+		usleep(LOCK_WAIT_US);
 	}
 	if (flags & O_CREAT || (create && !d->is_blockdev && create_size &&
 	                        (uint64_t)st.st_size < create_size)) {
@@ -338,7 +350,7 @@ int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off)
 
 	if (off + len > d->size || off + len < off)
 		return -EINVAL;
-	err = fi_before_write(d, off, len);
+	err = dev_fi_before_write(d, off, len);
 	if (err)
 		return err;
 	if (d->pmem) {
@@ -359,7 +371,7 @@ int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off)
 
 int dev_sync(struct dev *d)
 {
-	uint64_t gen = fi_sync_begin(d);
+	uint64_t gen = dev_fi_sync_begin(d);
 	int err = 0;
 
 	if (d->fi_skip_sync)
@@ -374,6 +386,6 @@ int dev_sync(struct dev *d)
 		err = -errno;
 	}
 	if (!err)
-		fi_sync_end(d, gen);
+		dev_fi_sync_end(d, gen);
 	return err;
 }

@@ -292,6 +292,7 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	if (err)
 		goto fail_close;
 	e->kick.data = e;
+	ur_init(e); /* without it, worker threads do the I/O */
 	*out = e;
 	return 0;
 fail_close:
@@ -314,13 +315,27 @@ static void close_done(uv_handle_t *h)
 		cb(arg, status);
 }
 
+static void ring_closed(struct tdo_engine *e)
+{
+	uv_close((uv_handle_t *)&e->kick, close_done);
+}
+
+/* The engine's handles, the ring's first; close_done frees it all. */
+static void close_handles(struct tdo_engine *e)
+{
+	if (e->ur)
+		ur_close(e, ring_closed);
+	else
+		ring_closed(e);
+}
+
 static void close_ckpt_done(void *arg, int status)
 {
 	struct tdo_engine *e = arg;
 
 	if (status && !e->poison)
 		e->poison = status;
-	uv_close((uv_handle_t *)&e->kick, close_done);
+	close_handles(e);
 }
 
 /* Once nothing is in flight, write the final checkpoint and let go. */
@@ -332,7 +347,7 @@ void eng_maybe_finish_close(struct tdo_engine *e)
 		return;
 	e->closing = 2;
 	if (e->poison) {
-		uv_close((uv_handle_t *)&e->kick, close_done);
+		close_handles(e);
 		return;
 	}
 	ckpt_request(e, close_ckpt_done, e);

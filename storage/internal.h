@@ -72,6 +72,40 @@ int dev_sync(struct dev *d);
 /* Bytes of the file or block device at PATH (without opening the engine). */
 int dev_probe_size(const char *path, uint64_t *size, bool *is_blockdev);
 void *dev_alloc(size_t len);   /* 4 KiB aligned, zeroed; free() it */
+/* Fault injection around a write and a sync that do not go through
+ * dev_pwrite/dev_sync (uring.c): call before_write before the write is
+ * issued, sync_begin before the sync, sync_end(gen) once it succeeded. */
+int dev_fi_before_write(struct dev *d, uint64_t off, size_t len);
+uint64_t dev_fi_sync_begin(struct dev *d);
+void dev_fi_sync_end(struct dev *d, uint64_t gen);
+
+/* ---- uring.c: io_uring on the loop thread (file backend) -------------- */
+
+enum ur_kind { UR_READ, UR_WRITE_SYNC };
+struct ur_op {
+	struct list link;           /* waiting for room in the ring */
+	int kind;                   /* enum ur_kind */
+	uint8_t *buf;
+	uint32_t len;
+	uint64_t off;               /* device byte offset */
+	void (*cb)(struct ur_op *op); /* once, on the loop; op->status */
+	void *arg;
+	/* uring.c's */
+	int status;
+	uint32_t done;              /* bytes transferred so far */
+	unsigned cqes;              /* entries in the kernel */
+	bool sync;                  /* UR_WRITE_SYNC: the fdatasync is still due */
+	uint64_t fi_gen;
+};
+/* Set e->ur up when the backend is a file and io_uring works; leaves it
+ * NULL otherwise (the engine then uses worker threads). */
+void ur_init(struct tdo_engine *e);
+/* Queue OP (reads: BUF gets LEN bytes at OFF; UR_WRITE_SYNC: write then
+ * fdatasync). 0, or an error before anything was issued. */
+int ur_submit(struct tdo_engine *e, struct ur_op *op);
+/* Close the ring once nothing is in flight; CLOSED runs from a close
+ * callback, after which e->ur is NULL. */
+void ur_close(struct tdo_engine *e, void (*closed)(struct tdo_engine *e));
 
 /* ---- record.c: encode and decode ------------------------------------- */
 
@@ -211,6 +245,7 @@ struct wreq {
 
 struct ckpt_job;
 struct clean_job;
+struct uring;
 
 struct tdo_engine {
 	uv_loop_t *loop;
@@ -262,6 +297,7 @@ struct tdo_engine {
 	void *close_arg;
 	int poison;                 /* first failure, once set every write fails */
 	int reads_inflight;
+	struct uring *ur;           /* NULL: worker threads do the I/O */
 
 	struct tdo_engine_stats st;
 };

@@ -29,71 +29,123 @@ struct rjob {
 	uint8_t *bounce;            /* owned; dst == bounce when set */
 	void *user;                 /* copy out of the bounce buffer */
 	uint32_t user_skip, user_len;
+	uint8_t *lz;                /* a 4 KiB slot per compressed block */
+	uint32_t nlz;
+	struct ur_op *ops;          /* io_uring: one per device read */
+	uint32_t nops, ops_left;
 	int status;
 	uint64_t bad_block, bad_sector;
 	tdo_done_cb cb;
 	void *arg;
 };
 
-static void read_work(uv_work_t *wk)
-{
-	struct rjob *j = wk->data;
-	struct dev *d = &j->e->dev;
-	uint8_t *scratch = NULL;
+/* What one device read of a job does: pread it now (worker), count it, or
+ * queue it (io_uring). */
+typedef int (*rd_io_fn)(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off);
 
-	for (uint32_t i = 0; i < j->n && !j->status; i++) {
+static int io_count(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off)
+{
+	(void)buf;
+	(void)len;
+	(void)off;
+	j->nops++;
+	return 0;
+}
+
+/*
+ * Walk the job's blocks in order: holes and zero blocks are zero-filled
+ * here; a run of raw blocks back to back on the device is one read into
+ * DST; a compressed block is one read into its slot in j->lz. check()
+ * walks the same way afterwards.
+ */
+static int plan(struct rjob *j, rd_io_fn io)
+{
+	uint32_t lz = 0;
+	int err;
+
+	for (uint32_t i = 0; i < j->n; i++) {
 		struct tdo_ie ie = j->blk[i];
 		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
 		int k = ie_kind(ie);
 
 		if (k == TDO_IE_HOLE || k == TDO_IE_ZERO) {
-			memset(out, 0, TDO_BLOCK_SIZE);
-			continue;
-		}
-		if (k == TDO_IE_DATA) {
-			/* a run of raw blocks laid out back to back on the device */
+			if (io != io_count)
+				memset(out, 0, TDO_BLOCK_SIZE);
+		} else if (k == TDO_IE_DATA) {
 			uint32_t run = 1;
 			while (i + run < j->n && ie_kind(j->blk[i + run]) == TDO_IE_DATA &&
 			       ie_sector(j->blk[i + run]) == ie_sector(ie) + (uint64_t)run * 8 &&
 			       run < 256)
 				run++;
-			j->status = dev_pread(d, out, (size_t)run * TDO_BLOCK_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE);
-			if (j->status)
-				break;
-			for (uint32_t r = 0; r < run; r++) {
-				if ((uint32_t)tdo_csum(out + (size_t)r * TDO_BLOCK_SIZE, TDO_BLOCK_SIZE) !=
-				    j->blk[i + r].ie_c) {
-					j->status = -EIO;
-					j->bad_block = j->b0 + i + r;
-					j->bad_sector = ie_sector(j->blk[i + r]);
-					break;
-				}
-			}
+			if ((err = io(j, out, run * TDO_BLOCK_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE)))
+				return err;
 			i += run - 1;
-			continue;
-		}
-		/* lz4 */
-		if (!scratch && !(scratch = dev_alloc(TDO_BLOCK_SIZE * 2))) {
-			j->status = -ENOMEM;
-			break;
-		}
-		j->status = dev_pread(d, scratch, (size_t)ie_nsect(ie) * TDO_SECTOR_SIZE,
-		                      ie_sector(ie) * TDO_SECTOR_SIZE);
-		if (j->status)
-			break;
-		{
-			uint16_t clen;
-			memcpy(&clen, scratch, 2);
-			if ((uint32_t)clen + 2 > ie_nsect(ie) * TDO_SECTOR_SIZE ||
-			    (uint32_t)tdo_csum(scratch, (size_t)clen + 2) != ie.ie_c ||
-			    rec_decompress(scratch, (uint32_t)clen + 2, out)) {
-				j->status = -EIO;
-				j->bad_block = j->b0 + i;
-				j->bad_sector = ie_sector(ie);
-			}
+		} else {
+			uint8_t *slot = j->lz ? j->lz + (size_t)lz * TDO_BLOCK_SIZE : NULL;
+			lz++;
+			if ((err = io(j, slot, ie_nsect(ie) * TDO_SECTOR_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE)))
+				return err;
 		}
 	}
-	free(scratch);
+	return 0;
+}
+
+/* Every block read: verify checksums, decompress. Sets j->status. */
+static void check(struct rjob *j)
+{
+	uint32_t lz = 0;
+
+	for (uint32_t i = 0; i < j->n; i++) {
+		struct tdo_ie ie = j->blk[i];
+		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
+		int k = ie_kind(ie);
+
+		if (k == TDO_IE_DATA) {
+			if ((uint32_t)tdo_csum(out, TDO_BLOCK_SIZE) != ie.ie_c)
+				goto bad;
+		} else if (k == TDO_IE_LZ4) {
+			uint8_t *slot = j->lz + (size_t)lz++ * TDO_BLOCK_SIZE;
+			uint16_t clen;
+
+			memcpy(&clen, slot, 2);
+			if ((uint32_t)clen + 2 > ie_nsect(ie) * TDO_SECTOR_SIZE ||
+			    (uint32_t)tdo_csum(slot, (size_t)clen + 2) != ie.ie_c ||
+			    rec_decompress(slot, (uint32_t)clen + 2, out))
+				goto bad;
+		}
+		continue;
+bad:
+		j->status = -EIO;
+		j->bad_block = j->b0 + i;
+		j->bad_sector = ie_sector(ie);
+		return;
+	}
+}
+
+static int io_pread(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off)
+{
+	return dev_pread(&j->e->dev, buf, len, off);
+}
+
+static int io_queue(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off)
+{
+	struct ur_op *op = &j->ops[j->nops++];
+
+	op->kind = UR_READ;
+	op->buf = buf;
+	op->len = len;
+	op->off = off;
+	op->arg = j;
+	return 0;
+}
+
+static void read_work(uv_work_t *wk)
+{
+	struct rjob *j = wk->data;
+
+	j->status = plan(j, io_pread);
+	if (!j->status)
+		check(j);
 }
 
 static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
@@ -119,9 +171,8 @@ static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
 	}
 }
 
-static void read_after(uv_work_t *wk, int status)
+static void read_finish(struct rjob *j, int status)
 {
-	struct rjob *j = wk->data;
 	struct tdo_engine *e = j->e;
 	int err = status ? status : j->status;
 
@@ -146,8 +197,60 @@ static void read_after(uv_work_t *wk, int status)
 	j->cb(j->arg, err);
 	free(j->bounce);
 	free(j->blk);
+	free(j->lz);
+	free(j->ops);
 	free(j);
 	eng_maybe_finish_close(e);
+}
+
+static void read_after(uv_work_t *wk, int status)
+{
+	read_finish(wk->data, status);
+}
+
+static void op_done(struct ur_op *op)
+{
+	struct rjob *j = op->arg;
+
+	if (op->status && !j->status)
+		j->status = op->status;
+	if (--j->ops_left)
+		return;
+	if (!j->status)
+		check(j);
+	read_finish(j, 0);
+}
+
+static void deferred_finish(void *arg, int status)
+{
+	read_finish(arg, status);
+}
+
+/* io_uring: the reads go out from this loop turn's prepare handle. */
+static int dispatch_ring(struct tdo_engine *e, struct rjob *j)
+{
+	int err;
+
+	plan(j, io_count);
+	if (j->nops && !(j->ops = calloc(j->nops, sizeof *j->ops)))
+		return -ENOMEM;
+	j->nops = 0;
+	plan(j, io_queue); /* zero-fills holes, prepares the reads */
+	if (!j->nops)
+		return eng_defer(e, deferred_finish, j, 0);
+	j->ops_left = j->nops;
+	for (uint32_t i = 0; i < j->nops; i++) {
+		j->ops[i].cb = op_done;
+		if ((err = ur_submit(e, &j->ops[i]))) {
+			if (i == 0)
+				return err; /* nothing issued yet */
+			/* the rest completes as failed once the issued ones are back */
+			j->status = err;
+			j->ops_left -= j->nops - i;
+			break;
+		}
+	}
+	return 0;
 }
 
 static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
@@ -161,15 +264,29 @@ static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < j->n; i++) {
 		j->blk[i] = idx_get(&v->idx, j->b0 + i);
+		j->nlz += ie_kind(j->blk[i]) == TDO_IE_LZ4;
+	}
+	if (j->nlz && !(j->lz = dev_alloc((size_t)j->nlz * TDO_BLOCK_SIZE))) {
+		free(j->blk);
+		return -ENOMEM;
 	}
 	seg_refs(e, j, +1);
 	e->reads_inflight++;
-	j->work.data = j;
-	err = uv_queue_work(e->loop, &j->work, read_work, read_after);
+	if (e->ur) {
+		err = dispatch_ring(e, j);
+	} else {
+		j->work.data = j;
+		err = uv_queue_work(e->loop, &j->work, read_work, read_after);
+	}
 	if (err) {
 		seg_refs(e, j, -1);
 		e->reads_inflight--;
 		free(j->blk);
+		free(j->lz);
+		free(j->ops);
+		j->blk = NULL;
+		j->lz = NULL;
+		j->ops = NULL;
 		return err;
 	}
 	return 0;

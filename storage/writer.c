@@ -28,6 +28,10 @@
 #include "internal.h"
 
 #define BATCH_MAX_BYTES (8u << 20)
+/* With io_uring, a batch up to this size is built on the loop thread
+ * (copies and checksums, a few microseconds per block); bigger ones and
+ * any with blocks to compress are built by a worker. */
+#define BATCH_INLINE_BYTES (256u << 10)
 
 struct bitem {
 	struct wreq *w;
@@ -44,12 +48,14 @@ struct bitem {
 
 struct batch {
 	uv_work_t work;
+	struct ur_op op;            /* io_uring: the write and its fdatasync */
 	struct tdo_engine *e;
 	uint32_t seg, off;
 	uint64_t seq;
 	struct bitem *items;
 	uint32_t n, cap;
 	uint32_t nraw, nsmall_sect; /* for the size bound */
+	uint32_t ncomp;             /* items to compress */
 	uint8_t *buf;
 	uint32_t bound, len;
 	int status;
@@ -361,9 +367,10 @@ static uint32_t batch_bound(uint32_t n, uint32_t raw, uint32_t small_sect)
 	                          (uint64_t)small_sect * TDO_SECTOR_SIZE, TDO_BLOCK_SIZE);
 }
 
-static void batch_work(uv_work_t *wk)
+/* Compress, lay out, checksum and seal batch B into b->buf (loop or
+ * worker). Sets b->len, or b->status on failure. */
+static void batch_build(struct batch *b)
 {
-	struct batch *b = wk->data;
 	struct tdo_engine *e = b->e;
 	struct tdo_batch_hdr *bh = (void *)b->buf;
 	struct tdo_rec_hdr *rh = (void *)(bh + 1);
@@ -445,16 +452,27 @@ static void batch_work(uv_work_t *wk)
 	bh->bh_version = TDO_FORMAT_VERSION;
 	batch_seal(bh, hdr_len);
 	free(cbuf);
-
-	b->status = dev_pwrite(&e->dev, b->buf, b->len,
-	                       e->sb.sb_seg_start + (uint64_t)b->seg * e->sb.sb_seg_size + b->off);
-	if (!b->status)
-		b->status = dev_sync(&e->dev);
 }
 
-static void batch_after(uv_work_t *wk, int status)
+static uint64_t batch_dev_off(const struct batch *b)
+{
+	return b->e->sb.sb_seg_start + (uint64_t)b->seg * b->e->sb.sb_seg_size + b->off;
+}
+
+/* Worker threads without io_uring: build, write, fdatasync. */
+static void batch_work(uv_work_t *wk)
 {
 	struct batch *b = wk->data;
+
+	batch_build(b);
+	if (!b->status)
+		b->status = dev_pwrite(&b->e->dev, b->buf, b->len, batch_dev_off(b));
+	if (!b->status)
+		b->status = dev_sync(&b->e->dev);
+}
+
+static void batch_done(struct batch *b, int status)
+{
 	struct tdo_engine *e = b->e;
 	const struct tdo_rec_hdr *rh = (const void *)(b->buf + sizeof(struct tdo_batch_hdr));
 	int err = status ? status : b->status;
@@ -513,6 +531,52 @@ static void batch_after(uv_work_t *wk, int status)
 	wr_schedule(e);
 	cln_maybe_start(e);
 	eng_maybe_finish_close(e);
+}
+
+static void batch_after(uv_work_t *wk, int status)
+{
+	batch_done(wk->data, status);
+}
+
+static void batch_written(struct ur_op *op)
+{
+	batch_done(op->arg, op->status);
+}
+
+static void batch_failed(void *arg, int status)
+{
+	batch_done(arg, status);
+}
+
+/* io_uring: the built batch goes out as a write linked to an fdatasync. */
+static void batch_issue(struct batch *b)
+{
+	int err = b->status;
+
+	b->op.kind = UR_WRITE_SYNC;
+	b->op.buf = b->buf;
+	b->op.len = b->len;
+	b->op.off = batch_dev_off(b);
+	b->op.cb = batch_written;
+	b->op.arg = b;
+	if (!err)
+		err = ur_submit(b->e, &b->op);
+	if (err && eng_defer(b->e, batch_failed, b, err))
+		eng_poison(b->e, -ENOMEM, "failing a batch");
+}
+
+static void build_work(uv_work_t *wk)
+{
+	batch_build(wk->data);
+}
+
+static void build_after(uv_work_t *wk, int status)
+{
+	struct batch *b = wk->data;
+
+	if (status && !b->status)
+		b->status = status;
+	batch_issue(b);
 }
 
 /* Move the head to a free segment; CLIENT says whether the reserve is off
@@ -607,6 +671,7 @@ static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t
 			b->cap = cap;
 		}
 		b->items[b->n++] = it;
+		b->ncomp += it.compress;
 		b->nraw = raw;
 		b->nsmall_sect = small;
 		w->parts++;
@@ -679,7 +744,14 @@ void wr_schedule(struct tdo_engine *e)
 	e->head_off += b->bound;
 	e->inflight = b;
 	b->work.data = b;
-	if (uv_queue_work(e->loop, &b->work, batch_work, batch_after)) {
+	if (e->ur && !b->ncomp && b->bound <= BATCH_INLINE_BYTES) {
+		/* small and nothing to compress: cheaper here than a handoff */
+		batch_build(b);
+		batch_issue(b);
+		return;
+	}
+	if (uv_queue_work(e->loop, &b->work, e->ur ? build_work : batch_work,
+	                  e->ur ? build_after : batch_after)) {
 		eng_poison(e, -EIO, "queueing a batch");
 		return;
 	}

@@ -99,8 +99,9 @@ has "inspect shows volumes" "alpha" "$out"
 has "inspect shows the checkpoint" "checkpoint" "$out"
 ok "inspect --json is JSON" bash -c "'$T' inspect '$DEV' --json | python3 -m json.tool >/dev/null"
 
-# the device lock: a second opener gets a clear error
-flock "$DEV" sleep 3 &
+# the device lock: a second opener gets a clear error (after waiting 2 s
+# for the holder, so the lock is held for longer than both tries)
+flock "$DEV" sleep 6 &
 holder=$!
 sleep 0.5
 fails "device held by another process" "in use by another process" "$T" --device "$DEV" volume list

@@ -5,7 +5,7 @@
 set -eu
 PKGS=(
 	build-essential clang pkg-config        # compilers (gcc and clang)
-	libuv1-dev liblz4-dev libxxhash-dev     # engine libraries
+	libuv1-dev liburing-dev liblz4-dev libxxhash-dev # engine libraries
 	libpmem-dev libcmocka-dev libjansson-dev
 	libnbd-bin python3-libnbd qemu-utils     # NBD interop tests: nbdinfo, nbdcopy, nbdsh, qemu-img, qemu-io
 	nbdkit nbd-server nbd-client            # peers for the benchmark
