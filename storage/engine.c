@@ -134,9 +134,10 @@ uint64_t eng_capacity(const struct tdo_sb *sb)
 	return (sb->sb_seg_count - reserve) * sb->sb_seg_size / 16 * 15 / TDO_BLOCK_SIZE * TDO_BLOCK_SIZE;
 }
 
-static void kick_cb(uv_async_t *h)
+/* Deferred callbacks, then a batch from what is pending, checkpoints,
+ * the cleaner, closing: run once per loop turn that asked for it. */
+static void kicked(struct tdo_engine *e)
 {
-	struct tdo_engine *e = h->data;
 	struct list q;
 
 	/* callbacks may defer more; run only those queued before now */
@@ -160,9 +161,26 @@ static void kick_cb(uv_async_t *h)
 	eng_maybe_finish_close(e);
 }
 
+static void kick_cb(uv_async_t *h)
+{
+	kicked(h->data);
+}
+
+static void soon_cb(uv_idle_t *h)
+{
+	uv_idle_stop(h);
+	kicked(h->data);
+}
+
+/*
+ * Run kicked() early in the next loop turn, after every request of this
+ * turn's callbacks has been queued (that is the group commit), without a
+ * system call: an active idle handle runs before the loop polls and keeps
+ * the poll from sleeping. The async handle stays for the loop's liveness.
+ */
 void eng_kick(struct tdo_engine *e)
 {
-	uv_async_send(&e->kick);
+	uv_idle_start(&e->soon, soon_cb);
 }
 
 int eng_defer(struct tdo_engine *e, tdo_done_cb cb, void *arg, int status)
@@ -292,6 +310,8 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	if (err)
 		goto fail_close;
 	e->kick.data = e;
+	uv_idle_init(loop, &e->soon);
+	e->soon.data = e;
 	ur_init(e); /* without it, worker threads do the I/O */
 	*out = e;
 	return 0;
@@ -315,12 +335,20 @@ static void close_done(uv_handle_t *h)
 		cb(arg, status);
 }
 
-static void ring_closed(struct tdo_engine *e)
+static void soon_closed(uv_handle_t *h)
 {
+	struct tdo_engine *e = h->data;
+
 	uv_close((uv_handle_t *)&e->kick, close_done);
 }
 
-/* The engine's handles, the ring's first; close_done frees it all. */
+static void ring_closed(struct tdo_engine *e)
+{
+	uv_close((uv_handle_t *)&e->soon, soon_closed);
+}
+
+/* The engine's handles one after another, the ring's first; close_done
+ * frees it all. */
 static void close_handles(struct tdo_engine *e)
 {
 	if (e->ur)

@@ -277,7 +277,8 @@ struct tdo_engine {
 	uint64_t log_since_ckpt;
 
 	/* deferred callbacks */
-	uv_async_t kick;
+	uv_async_t kick;            /* keeps the loop alive while open */
+	uv_idle_t soon;             /* eng_kick: run kicked() next turn */
 	struct list deferred;
 
 	/* checkpoints */
