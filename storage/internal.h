@@ -101,8 +101,10 @@ struct ur_op {
  * NULL otherwise (the engine then uses worker threads). */
 void ur_init(struct tdo_engine *e);
 /* Queue OP (reads: BUF gets LEN bytes at OFF; UR_WRITE_SYNC: write then
- * fdatasync). 0, or an error before anything was issued. */
-int ur_submit(struct tdo_engine *e, struct ur_op *op);
+ * fdatasync) and give it to the kernel, with the ones queued before it
+ * with MORE set (one system call for a request's several reads). 0, or an
+ * error before OP was issued. */
+int ur_submit(struct tdo_engine *e, struct ur_op *op, bool more);
 /* Close the ring once nothing is in flight; CLOSED runs from a close
  * callback, after which e->ur is NULL. */
 void ur_close(struct tdo_engine *e, void (*closed)(struct tdo_engine *e));

@@ -241,7 +241,7 @@ static int dispatch_ring(struct tdo_engine *e, struct rjob *j)
 	j->ops_left = j->nops;
 	for (uint32_t i = 0; i < j->nops; i++) {
 		j->ops[i].cb = op_done;
-		if ((err = ur_submit(e, &j->ops[i]))) {
+		if ((err = ur_submit(e, &j->ops[i], i + 1 < j->nops))) {
 			if (i == 0)
 				return err; /* nothing issued yet */
 			/* the rest completes as failed once the issued ones are back */

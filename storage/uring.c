@@ -127,11 +127,18 @@ static void drain_wait(struct uring *u)
 		submit_now(u);
 }
 
-static void requeue(struct uring *u, struct ur_op *op)
+/* Prepare OP, or let it wait its turn; the kernel gets it at the next
+ * submit_now. */
+static void queue(struct uring *u, struct ur_op *op)
 {
 	if (!list_empty(&u->wait) || !prep(u, op))
 		list_add_tail(&u->wait, &op->link);
-	else
+}
+
+static void requeue(struct uring *u, struct ur_op *op)
+{
+	queue(u, op);
+	if (u->unsubmitted)
 		submit_now(u);
 }
 
@@ -233,27 +240,28 @@ fail:
 	free(u);
 }
 
-int ur_submit(struct tdo_engine *e, struct ur_op *op)
+int ur_submit(struct tdo_engine *e, struct ur_op *op, bool more)
 {
 	struct uring *u = e->ur;
+	int err = 0;
 
 	op->status = 0;
 	op->done = 0;
 	op->fi_gen = 0;
+	op->sync = false;
 	list_init(&op->link);
 	if (op->off + op->len > e->dev.size || op->off + op->len < op->off)
-		return -EINVAL;
-	if (op->kind == UR_WRITE_SYNC) {
-		int err = dev_fi_before_write(&e->dev, op->off, op->len);
-		if (err)
-			return err;
+		err = -EINVAL;
+	else if (op->kind == UR_WRITE_SYNC && !(err = dev_fi_before_write(&e->dev, op->off, op->len))) {
 		op->sync = !e->dev.fi_skip_sync;
 		op->fi_gen = dev_fi_sync_begin(&e->dev);
-	} else {
-		op->sync = false;
 	}
-	requeue(u, op);
-	return 0;
+	if (!err)
+		queue(u, op);
+	/* what earlier calls with MORE prepared goes now, even on an error */
+	if ((err || !more) && u->unsubmitted)
+		submit_now(u);
+	return err;
 }
 
 static void handle_closed(uv_handle_t *h)

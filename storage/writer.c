@@ -560,7 +560,7 @@ static void batch_issue(struct batch *b)
 	b->op.cb = batch_written;
 	b->op.arg = b;
 	if (!err)
-		err = ur_submit(b->e, &b->op);
+		err = ur_submit(b->e, &b->op, false);
 	if (err && eng_defer(b->e, batch_failed, b, err))
 		eng_poison(b->e, -ENOMEM, "failing a batch");
 }
