@@ -95,10 +95,12 @@ check-one: all $(UNIT_BIN)
 	BUILD=$(BUILD) SANITIZER=$(SANITIZER) tests/run-all.sh
 
 # The whole suite, plain and then under the sanitizers.
+# The builds use every core (the tests inside run-all.sh run one at a time).
+NPROC := $(shell nproc 2>/dev/null || echo 1)
 check:
-	@if command -v clang >/dev/null; then $(MAKE) --no-print-directory CC=clang BUILD=build/clang all >/dev/null && echo "clang build: warning-free"; fi
-	$(MAKE) check-one
-	$(MAKE) check-one SANITIZER=address,undefined BUILD=build/asan CFLAGS="-O1 -g"
+	@if command -v clang >/dev/null; then $(MAKE) -j$(NPROC) --no-print-directory CC=clang BUILD=build/clang all >/dev/null && echo "clang build: warning-free"; fi
+	$(MAKE) -j$(NPROC) check-one
+	$(MAKE) -j$(NPROC) check-one SANITIZER=address,undefined BUILD=build/asan CFLAGS="-O1 -g"
 
 # The kernel's NBD client in a QEMU guest, every step, with the host's fio
 # beside the guest's (check-one runs the short form).
