@@ -250,8 +250,10 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	e->loop = loop;
 	if (opts)
 		e->opts = *opts;
+	/* a checkpoint rewrites the whole index; 256 MiB of log between them
+	 * replays in well under a second (bench/engine: 1 GiB in 0.4-0.6 s) */
 	if (!e->opts.ckpt_every)
-		e->opts.ckpt_every = 64ull << 20;
+		e->opts.ckpt_every = 256ull << 20;
 	e->path = strdup(path);
 	list_init(&e->pending);
 	list_init(&e->pending_reloc);

@@ -45,7 +45,7 @@ struct tdo_format_opts {
 int tdo_format(const char *path, const struct tdo_format_opts *opts);
 
 struct tdo_open_opts {
-	uint64_t ckpt_every;    /* bytes of log between checkpoints; 0 = 64 MiB */
+	uint64_t ckpt_every;    /* bytes of log between checkpoints; 0 = 256 MiB */
 	int no_cleaner;         /* tests: never clean (device may fill) */
 	int cleaner;            /* victim policy: TDO_CLEAN_COST_BENEFIT (default) or _GREEDY */
 	int direct;             /* O_DIRECT on a regular file too (block devices always) */
