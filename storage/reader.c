@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DESIGN: the read path. The loop looks each block up in the index and
- * hands a worker a plan (payload sector, length, checksum per block); the
- * worker reads, merging runs of adjacent raw blocks into one pread,
- * verifies every block's checksum, and decompresses. Holes and zero
- * blocks never touch the device.
+ * plans the device reads (plan): one per run of adjacent raw blocks, one
+ * per compressed block. With io_uring (uring.c) the loop submits them and
+ * verifies every block's checksum and decompresses once they are back
+ * (check); without it a worker does both. Holes and zero blocks never
+ * touch the device.
  *
  * A segment that a read is using cannot be freed (seg->readers), since a
- * free segment may be overwritten while the worker still reads it.
+ * free segment may be overwritten while the read is still in flight.
  *
  * Must never: return a block whose checksum failed (the read gets -EIO and
  * the event is logged with volume, block and location), or block the loop.

@@ -10,13 +10,15 @@
  *
  * Group commit is a loop phase: after the loop has gathered requests
  * (eng_kick), wr_schedule turns everything pending into one batch — one
- * buffer, one write, one sync — run by a worker. Only one batch is in
+ * buffer, one write, one sync — sent through io_uring as a write linked
+ * to an fdatasync (or run by a worker without it). Only one batch is in
  * flight; what arrives meanwhile forms the next one. That ordering is what
  * lets recovery treat only the newest batch as possibly torn.
  *
  * When the batch is durable the index is updated in record order and the
- * requests whose last record it held complete. Compression and checksums
- * are computed by the worker, off the loop.
+ * requests whose last record it held complete. A small batch with nothing
+ * to compress is built on the loop; compression and the checksums of a
+ * large batch are computed by a worker, off the loop.
  *
  * Must never: acknowledge before the sync returned; let client writes take
  * the segments reserved for the cleaner; retry a failed write or sync.
