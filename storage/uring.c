@@ -183,12 +183,18 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 	struct uring *u = h->data;
 	struct io_uring_cqe *cqe;
 	uint64_t n;
+	/* only what is there now: a callback's new request may complete
+	 * inline (a page-cache hit) and its completion waits for the next
+	 * turn (the eventfd is signalled again), so timers and sockets get
+	 * their turn too */
+	unsigned budget;
 
 	(void)status;
 	(void)events;
 	if (read(u->efd, &n, sizeof n) < 0 && errno != EAGAIN)
 		tdo_log(TDO_LOG_WARN, "uring", "eventfd: %s", tdo_strerror(-errno));
-	while (io_uring_peek_cqe(&u->ring, &cqe) == 0) {
+	budget = io_uring_cq_ready(&u->ring);
+	while (budget-- && io_uring_peek_cqe(&u->ring, &cqe) == 0) {
 		uintptr_t tag = (uintptr_t)io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
 
@@ -212,7 +218,7 @@ void ur_init(struct tdo_engine *e)
 		return;
 	u->e = e;
 	list_init(&u->wait);
-	r = io_uring_queue_init(UR_DEPTH, &u->ring, getenv("UR_FLAGS") ? (unsigned)atoi(getenv("UR_FLAGS")) : 0);
+	r = io_uring_queue_init(UR_DEPTH, &u->ring, 0);
 	if (r < 0) {
 		tdo_log(TDO_LOG_INFO, "uring", "io_uring unavailable (%s): reads and log writes use worker threads",
 		        tdo_strerror(r));
