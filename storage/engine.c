@@ -3,8 +3,10 @@
  * DESIGN: the engine object: open (superblock, checkpoint, replay, fresh
  * checkpoint), close, deferred callbacks, accounting and figures. The
  * write path, reads, checkpoints and the cleaner each live in their own
- * file; this one ties them to the caller's loop through one uv_async
- * handle ("kick") that runs deferred callbacks and the scheduler.
+ * file; this one ties them to the caller's loop through one idle handle
+ * ("soon", started by eng_kick) that runs deferred callbacks and the
+ * scheduler, and one async handle that is never sent and only keeps the
+ * caller's loop running while the engine is open.
  *
  * Must never: call a user callback from inside the API call that queued it.
  */
@@ -161,11 +163,6 @@ static void kicked(struct tdo_engine *e)
 	eng_maybe_finish_close(e);
 }
 
-static void kick_cb(uv_async_t *h)
-{
-	kicked(h->data);
-}
-
 static void soon_cb(uv_idle_t *h)
 {
 	uv_idle_stop(h);
@@ -176,7 +173,7 @@ static void soon_cb(uv_idle_t *h)
  * Run kicked() early in the next loop turn, after every request of this
  * turn's callbacks has been queued (that is the group commit), without a
  * system call: an active idle handle runs before the loop polls and keeps
- * the poll from sleeping. The async handle stays for the loop's liveness.
+ * the poll from sleeping.
  */
 void eng_kick(struct tdo_engine *e)
 {
@@ -308,10 +305,10 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	}
 	e->st.recovery_usec = tdo_now_usec() - t0;
 
-	err = uv_async_init(loop, &e->kick, kick_cb);
+	err = uv_async_init(loop, &e->alive, NULL);
 	if (err)
 		goto fail_close;
-	e->kick.data = e;
+	e->alive.data = e;
 	uv_idle_init(loop, &e->soon);
 	e->soon.data = e;
 	ur_init(e); /* without it, worker threads do the I/O */
@@ -341,7 +338,7 @@ static void soon_closed(uv_handle_t *h)
 {
 	struct tdo_engine *e = h->data;
 
-	uv_close((uv_handle_t *)&e->kick, close_done);
+	uv_close((uv_handle_t *)&e->alive, close_done);
 }
 
 static void ring_closed(struct tdo_engine *e)

@@ -279,7 +279,7 @@ struct tdo_engine {
 	uint64_t log_since_ckpt;
 
 	/* deferred callbacks */
-	uv_async_t kick;            /* keeps the loop alive while open */
+	uv_async_t alive;           /* never sent: keeps the loop running while open */
 	uv_idle_t soon;             /* eng_kick: run kicked() next turn */
 	struct list deferred;
 

@@ -54,10 +54,10 @@ static int io_count(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off)
 }
 
 /*
- * Walk the job's blocks in order: holes and zero blocks are zero-filled
- * here; a run of raw blocks back to back on the device is one read into
- * DST; a compressed block is one read into its slot in j->lz. check()
- * walks the same way afterwards.
+ * Walk the job's blocks in order: a run of raw blocks back to back on the
+ * device is one read into DST; a compressed block is one read into its
+ * slot in j->lz; holes and zero blocks need none. check() walks the same
+ * way afterwards.
  */
 static int plan(struct rjob *j, rd_io_fn io)
 {
@@ -69,10 +69,7 @@ static int plan(struct rjob *j, rd_io_fn io)
 		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
 		int k = ie_kind(ie);
 
-		if (k == TDO_IE_HOLE || k == TDO_IE_ZERO) {
-			if (io != io_count)
-				memset(out, 0, TDO_BLOCK_SIZE);
-		} else if (k == TDO_IE_DATA) {
+		if (k == TDO_IE_DATA) {
 			uint32_t run = 1;
 			while (i + run < j->n && ie_kind(j->blk[i + run]) == TDO_IE_DATA &&
 			       ie_sector(j->blk[i + run]) == ie_sector(ie) + (uint64_t)run * 8 &&
@@ -81,7 +78,7 @@ static int plan(struct rjob *j, rd_io_fn io)
 			if ((err = io(j, out, run * TDO_BLOCK_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE)))
 				return err;
 			i += run - 1;
-		} else {
+		} else if (k == TDO_IE_LZ4) {
 			uint8_t *slot = j->lz ? j->lz + (size_t)lz * TDO_BLOCK_SIZE : NULL;
 			lz++;
 			if ((err = io(j, slot, ie_nsect(ie) * TDO_SECTOR_SIZE, ie_sector(ie) * TDO_SECTOR_SIZE)))
@@ -91,7 +88,8 @@ static int plan(struct rjob *j, rd_io_fn io)
 	return 0;
 }
 
-/* Every block read: verify checksums, decompress. Sets j->status. */
+/* Every block read: verify checksums, decompress; zero-fill holes and
+ * zero blocks. Sets j->status. */
 static void check(struct rjob *j)
 {
 	uint32_t lz = 0;
@@ -101,10 +99,12 @@ static void check(struct rjob *j)
 		uint8_t *out = j->dst + (size_t)i * TDO_BLOCK_SIZE;
 		int k = ie_kind(ie);
 
-		if (k == TDO_IE_DATA) {
+		if (k == TDO_IE_HOLE || k == TDO_IE_ZERO) {
+			memset(out, 0, TDO_BLOCK_SIZE);
+		} else if (k == TDO_IE_DATA) {
 			if ((uint32_t)tdo_csum(out, TDO_BLOCK_SIZE) != ie.ie_c)
 				goto bad;
-		} else if (k == TDO_IE_LZ4) {
+		} else {
 			uint8_t *slot = j->lz + (size_t)lz++ * TDO_BLOCK_SIZE;
 			uint16_t clen;
 
@@ -209,22 +209,28 @@ static void read_after(uv_work_t *wk, int status)
 	read_finish(wk->data, status);
 }
 
+/* io_uring: every read of J is back (or none was needed). */
+static void read_checked(struct rjob *j)
+{
+	if (!j->status)
+		check(j);
+	read_finish(j, 0);
+}
+
 static void op_done(struct ur_op *op)
 {
 	struct rjob *j = op->arg;
 
 	if (op->status && !j->status)
 		j->status = op->status;
-	if (--j->ops_left)
-		return;
-	if (!j->status)
-		check(j);
-	read_finish(j, 0);
+	if (--j->ops_left == 0)
+		read_checked(j);
 }
 
-static void deferred_finish(void *arg, int status)
+static void deferred_checked(void *arg, int status)
 {
-	read_finish(arg, status);
+	(void)status;
+	read_checked(arg);
 }
 
 /* io_uring: the reads go out from this loop turn's prepare handle. */
@@ -236,9 +242,9 @@ static int dispatch_ring(struct tdo_engine *e, struct rjob *j)
 	if (j->nops && !(j->ops = calloc(j->nops, sizeof *j->ops)))
 		return -ENOMEM;
 	j->nops = 0;
-	plan(j, io_queue); /* zero-fills holes, prepares the reads */
+	plan(j, io_queue);
 	if (!j->nops)
-		return eng_defer(e, deferred_finish, j, 0);
+		return eng_defer(e, deferred_checked, j, 0); /* holes and zeroes only */
 	j->ops_left = j->nops;
 	for (uint32_t i = 0; i < j->nops; i++) {
 		j->ops[i].cb = op_done;

@@ -95,11 +95,11 @@ static bool prep(struct uring *u, struct ur_op *op)
  */
 static void submit_now(struct uring *u)
 {
-	int r = io_uring_submit(&u->ring);
+	int r = u->unsubmitted ? io_uring_submit(&u->ring) : 0;
 
 	if (r > 0) {
 		u->inkernel += (unsigned)r;
-		u->unsubmitted -= (unsigned)r < u->unsubmitted ? (unsigned)r : u->unsubmitted;
+		u->unsubmitted -= (unsigned)r; /* never more than was prepared */
 	} else if (r < 0 && r != -EAGAIN && r != -EBUSY && r != -EINTR && !u->warned) {
 		tdo_log(TDO_LOG_ERROR, "uring", "submit: %s (trying again each loop turn)", tdo_strerror(r));
 		u->warned = true;
@@ -123,8 +123,7 @@ static void drain_wait(struct uring *u)
 			break;
 		list_del(&op->link);
 	}
-	if (u->unsubmitted)
-		submit_now(u);
+	submit_now(u);
 }
 
 /* Prepare OP, or let it wait its turn; the kernel gets it at the next
@@ -138,8 +137,7 @@ static void queue(struct uring *u, struct ur_op *op)
 static void requeue(struct uring *u, struct ur_op *op)
 {
 	queue(u, op);
-	if (u->unsubmitted)
-		submit_now(u);
+	submit_now(u);
 }
 
 /* One completion of OP; FSYNC says which entry. Runs the callback, or
@@ -265,7 +263,7 @@ int ur_submit(struct tdo_engine *e, struct ur_op *op, bool more)
 	if (!err)
 		queue(u, op);
 	/* what earlier calls with MORE prepared goes now, even on an error */
-	if ((err || !more) && u->unsubmitted)
+	if (err || !more)
 		submit_now(u);
 	return err;
 }
