@@ -1,19 +1,115 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * DESIGN: a volume's index, block number -> newest version (struct tdo_ie,
- * 16 bytes). A two-level table: chunks of 1024 entries are allocated when a
- * block in them is first set, and freed when every entry is a hole again,
- * so a sparse volume costs little and a written block costs 16 bytes plus
- * 1/1024 of a pointer. Lookups are two loads; no locks (loop thread only).
+ * DESIGN: a volume's index, block number -> newest version (struct tdo_ie).
+ * A two-level table: chunks of 1024 entries are allocated when a block in
+ * them is first set, and freed when every entry is a hole again, so a
+ * sparse volume costs little. Lookups are two loads and a decode; no locks
+ * (loop thread only).
  *
- * Must never: allocate in idx_get, or keep a chunk whose entries are all
- * holes.
+ * A chunk packs each entry into 15 bytes (layout in internal.h): the 48-bit
+ * LSN is kept as a 40-bit offset from the chunk's base, and the rest of the
+ * entry is stored whole. So a written block costs 15 bytes plus 1/1024 of a
+ * chunk header and a pointer. A chunk's base sits 2^39 below the first LSN
+ * it holds, so its window reaches 2^39 writes to the volume either side.
+ * An LSN outside the window moves the base if every entry of the chunk fits
+ * the new window, and otherwise turns the chunk wide (16-byte entries, no
+ * base) for as long as it exists. Neither happens unless one chunk holds
+ * versions 2^39 writes apart.
+ *
+ * Must never: allocate in idx_get, keep a chunk whose entries are all
+ * holes, or store an LSN its chunk cannot give back exactly.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+#define DELTA_MAX  ((1ull << IDX_DELTA_BITS) - 1)
+#define BASE_SLACK (1ull << (IDX_DELTA_BITS - 1))
+
+static void chunk_put(struct idx_chunk *c, uint32_t i, struct tdo_ie e)
+{
+	uint8_t *p;
+	uint64_t lo, hi, sector;
+
+	if (c->wide) {
+		memcpy(c->e + (size_t)i * sizeof e, &e, sizeof e);
+		return;
+	}
+	p = c->e + (size_t)i * IDX_NARROW;
+	if (ie_kind(e) == TDO_IE_HOLE) {
+		memset(p, 0, IDX_NARROW);
+		return;
+	}
+	sector = ie_sector(e);
+	lo = (ie_lsn(e) - c->base) | (uint64_t)ie_kind(e) << IDX_DELTA_BITS |
+	     (uint64_t)ie_nsect(e) << 42 | (sector & 0x3ffff) << 46;
+	hi = (sector >> 18) | (uint64_t)e.ie_c << 24;
+	memcpy(p, &lo, 8);
+	memcpy(p + 8, &hi, 7);
+}
+
+static bool chunk_fits(const struct idx_chunk *c, uint64_t lsn)
+{
+	return c->wide || (lsn >= c->base && lsn - c->base <= DELTA_MAX);
+}
+
+static struct idx_chunk *chunk_new(bool wide, uint64_t lsn)
+{
+	struct idx_chunk *c = calloc(1, IDX_CHUNK_BYTES(wide));
+
+	if (c) {
+		c->wide = wide;
+		c->base = lsn > BASE_SLACK ? lsn - BASE_SLACK : 0;
+	}
+	return c;
+}
+
+/* Make room in chunk CI for LSN: a new base when every entry fits one
+ * window with it, else wide entries. */
+static int chunk_make_room(struct idx *x, uint64_t ci, uint64_t lsn)
+{
+	struct idx_chunk *c = x->chunks[ci], *w;
+	uint64_t lo = lsn, hi = lsn;
+
+	for (uint32_t i = 0; i < IDX_CHUNK; i++) {
+		struct tdo_ie e = idx_chunk_get(c, i);
+
+		if (ie_kind(e) == TDO_IE_HOLE)
+			continue;
+		lo = ie_lsn(e) < lo ? ie_lsn(e) : lo;
+		hi = ie_lsn(e) > hi ? ie_lsn(e) : hi;
+	}
+	if (hi - lo <= DELTA_MAX) {
+		/* a quarter of the spare room below, the rest above: LSNs grow */
+		uint64_t below = (DELTA_MAX - (hi - lo)) / 4, old_base = c->base;
+		uint64_t base = lo - (lo < below ? lo : below);
+
+		for (uint32_t i = 0; i < IDX_CHUNK; i++) {
+			struct tdo_ie e;
+
+			c->base = old_base;
+			e = idx_chunk_get(c, i);
+			if (ie_kind(e) == TDO_IE_HOLE)
+				continue;
+			c->base = base;
+			chunk_put(c, i, e);
+		}
+		c->base = base;
+		return 0;
+	}
+	w = chunk_new(true, 0);
+	if (!w)
+		return -ENOMEM;
+	w->used = c->used;
+	for (uint32_t i = 0; i < IDX_CHUNK; i++)
+		chunk_put(w, i, idx_chunk_get(c, i));
+	x->chunks[ci] = w;
+	x->mem += IDX_CHUNK_BYTES(true) - IDX_CHUNK_BYTES(false);
+	free(c);
+	return 0;
+}
 
 int idx_init(struct idx *x, uint64_t nblocks)
 {
@@ -38,8 +134,9 @@ void idx_free(struct idx *x)
 int idx_set(struct idx *x, uint64_t b, struct tdo_ie e, struct tdo_ie *old)
 {
 	uint64_t ci = b >> IDX_CHUNK_SHIFT;
+	uint32_t i = (uint32_t)(b & (IDX_CHUNK - 1));
 	struct idx_chunk *c = x->chunks[ci];
-	struct tdo_ie *slot;
+	struct tdo_ie was_e;
 	bool was, is = ie_kind(e) != TDO_IE_HOLE;
 
 	if (!c) {
@@ -47,25 +144,32 @@ int idx_set(struct idx *x, uint64_t b, struct tdo_ie e, struct tdo_ie *old)
 			memset(old, 0, sizeof *old);
 		if (!is)
 			return 0;
-		c = calloc(1, sizeof *c);
+		c = chunk_new(false, ie_lsn(e));
 		if (!c)
 			return -ENOMEM;
 		x->chunks[ci] = c;
-		x->mem += sizeof *c;
+		x->mem += IDX_CHUNK_BYTES(false);
 	}
-	slot = &c->e[b & (IDX_CHUNK - 1)];
+	was_e = idx_chunk_get(c, i);
 	if (old)
-		*old = *slot;
-	was = ie_kind(*slot) != TDO_IE_HOLE;
-	*slot = e;
+		*old = was_e;
+	was = ie_kind(was_e) != TDO_IE_HOLE;
+	if (is && !chunk_fits(c, ie_lsn(e))) {
+		int err = chunk_make_room(x, ci, ie_lsn(e));
+
+		if (err)
+			return err;
+		c = x->chunks[ci];
+	}
+	chunk_put(c, i, e);
 	if (is && !was)
 		c->used++;
 	else if (!is && was)
 		c->used--;
 	if (!is && !c->used) {
+		x->mem -= IDX_CHUNK_BYTES(c->wide);
 		free(c);
 		x->chunks[ci] = NULL;
-		x->mem -= sizeof *c;
 	}
 	return 0;
 }
@@ -78,7 +182,7 @@ int idx_resize(struct idx *x, uint64_t nblocks,
 
 	/* drop entries past the new end */
 	for (uint64_t b = nblocks; b < x->nblocks; b++) {
-		struct idx_chunk *c = x->chunks[b >> IDX_CHUNK_SHIFT];
+		const struct idx_chunk *c = x->chunks[b >> IDX_CHUNK_SHIFT];
 		struct tdo_ie old, hole = { 0, 0, 0 };
 
 		if (!c) {
@@ -116,11 +220,12 @@ int idx_walk(const struct idx *x, int (*fn)(void *arg, uint64_t b, struct tdo_ie
 		if (!c)
 			continue;
 		for (uint32_t i = 0; i < IDX_CHUNK; i++) {
+			struct tdo_ie e = idx_chunk_get(c, i);
 			int r;
 
-			if (ie_kind(c->e[i]) == TDO_IE_HOLE)
+			if (ie_kind(e) == TDO_IE_HOLE)
 				continue;
-			r = fn(arg, (ci << IDX_CHUNK_SHIFT) + i, c->e[i]);
+			r = fn(arg, (ci << IDX_CHUNK_SHIFT) + i, e);
 			if (r)
 				return r;
 		}

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 #include "testudo/engine.h"
@@ -159,10 +160,23 @@ int rec_decompress(const void *in, uint32_t len, void *block);
 
 #define IDX_CHUNK_SHIFT 10
 #define IDX_CHUNK (1u << IDX_CHUNK_SHIFT)
+/* A chunk's entries are narrow (15 bytes: the LSN as a 40-bit offset from
+ * the chunk's base) or, once one LSN falls outside that window, wide (a
+ * whole struct tdo_ie). Layout of a narrow entry, two little-endian words:
+ *   bytes 0..7   bits  0..39 LSN - base, 40..41 kind, 42..45 sectors,
+ *                46..63 payload sector bits 0..17
+ *   bytes 8..14  bits  0..23 payload sector bits 18..41, 24..55 ie_c
+ * A hole is 15 zero bytes (wide: 16), whatever the base. */
+#define IDX_NARROW 15u
+#define IDX_DELTA_BITS 40
 struct idx_chunk {
+	uint64_t base;              /* narrow: LSN of delta 0 */
 	uint32_t used;              /* entries that are not HOLE */
-	struct tdo_ie e[IDX_CHUNK];
+	uint32_t wide;              /* entries are struct tdo_ie */
+	uint8_t e[];                /* IDX_CHUNK entries */
 };
+#define IDX_CHUNK_BYTES(wide) (sizeof(struct idx_chunk) + (size_t)IDX_CHUNK * ((wide) ? sizeof(struct tdo_ie) : IDX_NARROW))
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "narrow index entries are packed little-endian");
 struct idx {
 	uint64_t nblocks;
 	uint64_t nchunks;
@@ -171,11 +185,31 @@ struct idx {
 };
 int idx_init(struct idx *x, uint64_t nblocks);
 void idx_free(struct idx *x);
+/* Entry I of chunk C (a HOLE is all zero). */
+static inline struct tdo_ie idx_chunk_get(const struct idx_chunk *c, uint32_t i)
+{
+	struct tdo_ie e = { 0, 0, 0 };
+	uint64_t lo, hi = 0, sector;
+	const uint8_t *p;
+
+	if (c->wide) {
+		memcpy(&e, c->e + (size_t)i * sizeof e, sizeof e);
+		return e;
+	}
+	p = c->e + (size_t)i * IDX_NARROW;
+	memcpy(&lo, p, 8);
+	if (!((lo >> IDX_DELTA_BITS) & 3))
+		return e;
+	memcpy(&hi, p + 8, 7);
+	sector = (lo >> 46) | ((hi & 0xffffff) << 18);
+	return ie_make((int)((lo >> IDX_DELTA_BITS) & 3), c->base + (lo & ((1ull << IDX_DELTA_BITS) - 1)),
+	               sector, (unsigned)((lo >> 42) & 15), (uint32_t)(hi >> 24));
+}
 static inline struct tdo_ie idx_get(const struct idx *x, uint64_t b)
 {
 	struct idx_chunk *c = x->chunks[b >> IDX_CHUNK_SHIFT];
 	struct tdo_ie hole = { 0, 0, 0 };
-	return c ? c->e[b & (IDX_CHUNK - 1)] : hole;
+	return c ? idx_chunk_get(c, (uint32_t)(b & (IDX_CHUNK - 1))) : hole;
 }
 /* Set block B; *OLD gets what was there. -ENOMEM. */
 int idx_set(struct idx *x, uint64_t b, struct tdo_ie e, struct tdo_ie *old);

@@ -385,7 +385,7 @@ int tdo_engine_map(struct tdo_engine *e, uint32_t vol, uint64_t off,
 			st = TDO_MAP_HOLE | TDO_MAP_ZERO;
 			next = ((b >> IDX_CHUNK_SHIFT) + 1) << IDX_CHUNK_SHIFT;
 		} else {
-			int k = ie_kind(c->e[b & (IDX_CHUNK - 1)]);
+			int k = ie_kind(idx_chunk_get(c, (uint32_t)(b & (IDX_CHUNK - 1))));
 			st = k == TDO_IE_HOLE ? (TDO_MAP_HOLE | TDO_MAP_ZERO) : k == TDO_IE_ZERO ? TDO_MAP_ZERO : 0;
 			next = b + 1;
 		}

@@ -156,8 +156,10 @@ struct tdo_vol_desc {
 _Static_assert(sizeof(struct tdo_vol_desc) == 128, "volume descriptor size");
 
 /*
- * Packed index entry, the in-memory form of "where is this block's newest
- * version" and, verbatim, the checkpoint's form of it.
+ * Packed index entry: "where is this block's newest version", as the
+ * engine passes it around and, verbatim, as the checkpoint stores it. (In
+ * memory the index packs it further, to 15 bytes around a per-chunk LSN
+ * base: storage/index.c.)
  *
  *   ie_a bits  0..47  LSN of the version
  *        bits 48..49  kind (enum tdo_ie_kind)

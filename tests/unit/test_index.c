@@ -2,7 +2,8 @@
 /*
  * Unit tests for index.c: the per-volume block -> newest version table.
  * Chunks of IDX_CHUNK entries exist only while one of their entries is not
- * a hole; x->mem counts every byte the table holds.
+ * a hole; x->mem counts every byte the table holds. Entries are packed to
+ * 15 bytes around a per-chunk LSN base, or stored whole in a wide chunk.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -89,6 +90,15 @@ static int record_cb(void *arg, uint64_t b, struct tdo_ie e)
 		s->bad++;
 	if (s->stop_after && (int)s->n == s->stop_after)
 		return 7;
+	return 0;
+}
+
+/* idx_walk visitor: counts entries. */
+static int count_cb(void *arg, uint64_t b, struct tdo_ie e)
+{
+	(void)b;
+	(void)e;
+	((struct seen *)arg)->n++;
 	return 0;
 }
 
@@ -208,10 +218,10 @@ static void test_first_set_allocates_one_chunk(void **state)
 	uint64_t mem = x->mem;
 
 	set_ok(x, IDX_CHUNK + 1, ent(IDX_CHUNK + 1));
-	assert_int_equal(x->mem, mem + sizeof(struct idx_chunk));
+	assert_int_equal(x->mem, mem + IDX_CHUNK_BYTES(false));
 	set_ok(x, IDX_CHUNK + 2, ent(IDX_CHUNK + 2));
 	set_ok(x, 2 * IDX_CHUNK - 1, ent(2 * IDX_CHUNK - 1));
-	assert_int_equal(x->mem, mem + sizeof(struct idx_chunk));
+	assert_int_equal(x->mem, mem + IDX_CHUNK_BYTES(false));
 	assert_int_equal(x->chunks[1]->used, 3);
 }
 
@@ -223,12 +233,12 @@ static void test_chunk_freed_when_all_holes_again(void **state)
 
 	for (size_t i = 0; i < 3; i++)
 		set_ok(x, b[i], ent(b[i]));
-	assert_int_equal(x->mem, mem + sizeof(struct idx_chunk));
+	assert_int_equal(x->mem, mem + IDX_CHUNK_BYTES(false));
 	set_ok(x, b[0], hole);
 	set_ok(x, b[2], hole);
 	/* one entry left: chunk still there */
 	assert_non_null(x->chunks[3]);
-	assert_int_equal(x->mem, mem + sizeof(struct idx_chunk));
+	assert_int_equal(x->mem, mem + IDX_CHUNK_BYTES(false));
 	set_ok(x, b[1], hole);
 	assert_null(x->chunks[3]);
 	assert_int_equal(x->mem, mem);
@@ -387,7 +397,7 @@ static void test_shrink_releases_memory(void **state)
 		set_ok(x, b, ent(b));
 	assert_int_equal(idx_resize(x, IDX_CHUNK + 10, NULL, NULL), 0);
 	assert_int_equal(x->nchunks, 2);
-	assert_int_equal(x->mem, 2 * sizeof(struct idx_chunk *) + 2 * sizeof(struct idx_chunk));
+	assert_int_equal(x->mem, 2 * sizeof(struct idx_chunk *) + 2 * IDX_CHUNK_BYTES(false));
 }
 
 static void test_shrink_then_grow_leaves_holes(void **state)
@@ -487,6 +497,171 @@ static void test_grow_within_chunk(void **state)
 	assert_ie_equal(idx_get(x, 5 * IDX_CHUNK - 1), ent(5 * IDX_CHUNK - 1));
 }
 
+/* ---- packed entries ------------------------------------------------------ */
+
+/* Every field at its widest, and at its smallest, comes back exactly. */
+static void test_fields_round_trip(void **state)
+{
+	struct idx *x = *state;
+	const uint64_t lsn_max = (1ull << 48) - 1, sector_max = (1ull << 42) - 1;
+	const struct tdo_ie e[] = {
+		ie_make(TDO_IE_DATA, lsn_max, sector_max, 15, 0xffffffffu),
+		ie_make(TDO_IE_LZ4, lsn_max - 1, 1, 1, 0),
+		ie_make(TDO_IE_DATA, lsn_max - 2, 0x2aaaaaaaaaaull, 8, 0x5a5a5a5au),
+		ie_make(TDO_IE_LZ4, lsn_max - 3, 0x15555555555ull, 9, 0xa5a5a5a5u),
+		ie_make(TDO_IE_ZERO, lsn_max - 4, 0, 0, 0),
+		ie_make(TDO_IE_DATA, lsn_max, 0x3ffff, 8, 1),      /* sector bits that straddle */
+		ie_make(TDO_IE_DATA, lsn_max, 0x40000, 8, 2),
+	};
+	const size_t n = sizeof e / sizeof e[0];
+
+	/* neighbours in one chunk: a packed entry must not spill into the next */
+	for (size_t i = 0; i < n; i++)
+		set_ok(x, IDX_CHUNK - n + i, e[i]);
+	for (size_t i = 0; i < n; i++)
+		assert_ie_equal(idx_get(x, IDX_CHUNK - n + i), e[i]);
+	assert_int_equal(x->chunks[0]->wide, 0);
+	assert_hole(idx_get(x, IDX_CHUNK - n - 1));
+}
+
+/* LSN 0 and small LSNs: the base cannot go below 0. */
+static void test_small_lsns(void **state)
+{
+	struct idx *x = *state;
+
+	set_ok(x, 0, ie_make(TDO_IE_ZERO, 0, 0, 0, 0));
+	set_ok(x, 1, ie_make(TDO_IE_DATA, 1, 77, 8, 3));
+	assert_int_equal(ie_lsn(idx_get(x, 0)), 0);
+	assert_int_equal(ie_kind(idx_get(x, 0)), TDO_IE_ZERO);
+	assert_ie_equal(idx_get(x, 1), ie_make(TDO_IE_DATA, 1, 77, 8, 3));
+	assert_int_equal(x->chunks[0]->base, 0);
+}
+
+/* An LSN below the chunk's window moves the base; nothing changes value. */
+static void test_lsn_below_window_rebases(void **state)
+{
+	struct idx *x = *state;
+	const uint64_t hi = 5ull << 40, lo = hi - (3ull << 38);   /* 0.75 of a window */
+	uint64_t mem;
+
+	set_ok(x, 10, ie_make(TDO_IE_DATA, hi, 100, 8, 10));
+	set_ok(x, 11, ie_make(TDO_IE_ZERO, hi + 1, 0, 0, 0));
+	mem = x->mem;
+	assert_true(x->chunks[0]->base > lo);
+	set_ok(x, 12, ie_make(TDO_IE_LZ4, lo, 200, 3, 12));
+	assert_int_equal(x->chunks[0]->wide, 0);
+	assert_true(x->chunks[0]->base <= lo);
+	assert_int_equal(x->mem, mem);
+	assert_ie_equal(idx_get(x, 10), ie_make(TDO_IE_DATA, hi, 100, 8, 10));
+	assert_ie_equal(idx_get(x, 11), ie_make(TDO_IE_ZERO, hi + 1, 0, 0, 0));
+	assert_ie_equal(idx_get(x, 12), ie_make(TDO_IE_LZ4, lo, 200, 3, 12));
+	assert_int_equal(x->chunks[0]->used, 3);
+}
+
+/* An LSN above the window moves it up when the old entries still fit. */
+static void test_lsn_above_window_rebases(void **state)
+{
+	struct idx *x = *state;
+	const uint64_t a = 1000, b = a + (1ull << 39) + 5;
+
+	set_ok(x, 3, ie_make(TDO_IE_DATA, a, 8, 8, 1));
+	set_ok(x, 4, ie_make(TDO_IE_DATA, b, 16, 8, 2));
+	assert_int_equal(x->chunks[0]->wide, 0);
+	assert_ie_equal(idx_get(x, 3), ie_make(TDO_IE_DATA, a, 8, 8, 1));
+	assert_ie_equal(idx_get(x, 4), ie_make(TDO_IE_DATA, b, 16, 8, 2));
+}
+
+/* Versions further apart than one window: the chunk turns wide, keeps
+ * every entry, and its memory is counted and given back. */
+static void test_lsns_too_far_apart_widen(void **state)
+{
+	struct idx *x = *state;
+	const uint64_t mem0 = x->mem;
+	const uint64_t far = (1ull << 48) - 1;
+	struct seen s = { 0 };
+
+	for (uint64_t b = IDX_CHUNK; b < 2 * IDX_CHUNK; b += 2)
+		set_ok(x, b, ent(b));
+	set_ok(x, IDX_CHUNK + 1, ie_make(TDO_IE_DATA, far, 9, 8, 9));
+	assert_int_equal(x->chunks[1]->wide, 1);
+	assert_int_equal(x->mem, mem0 + IDX_CHUNK_BYTES(true));
+	assert_int_equal(x->chunks[1]->used, IDX_CHUNK / 2 + 1);
+	assert_ie_equal(idx_get(x, IDX_CHUNK + 1), ie_make(TDO_IE_DATA, far, 9, 8, 9));
+	for (uint64_t b = IDX_CHUNK; b < 2 * IDX_CHUNK; b += 2)
+		assert_ie_equal(idx_get(x, b), ent(b));
+	/* a wide chunk still walks, and goes away when emptied */
+	set_ok(x, IDX_CHUNK + 1, hole);
+	assert_int_equal(idx_walk(x, record_cb, &s), 0);
+	assert_int_equal(s.n, IDX_CHUNK / 2);
+	assert_int_equal(s.bad, 0);
+	free(s.b);
+	for (uint64_t b = IDX_CHUNK; b < 2 * IDX_CHUNK; b += 2)
+		set_ok(x, b, hole);
+	assert_null(x->chunks[1]);
+	assert_int_equal(x->mem, mem0);
+	/* and comes back narrow */
+	set_ok(x, IDX_CHUNK, ent(IDX_CHUNK));
+	assert_int_equal(x->chunks[1]->wide, 0);
+}
+
+/* Random sets, holes and far-off LSNs against a plain array of entries:
+ * rebasing and widening never change what a block reads back. */
+static void test_random_against_model(void **state)
+{
+	struct idx *x = *state;
+	struct tdo_ie *model = calloc(NBLOCKS, sizeof *model);
+	uint64_t rng = 0x9e3779b97f4a7c15ull, lsn = 1ull << 41;
+	struct seen s = { 0 };
+	size_t live = 0, wide = 0;
+
+	assert_non_null(model);
+	for (int op = 0; op < 200000; op++) {
+		uint64_t r, b;
+
+		if (op == 150000)       /* from here on, some chunks turn wide */
+			lsn += 3ull << 40;
+		struct tdo_ie e, old;
+
+		rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+		r = rng;
+		b = (r >> 8) % NBLOCKS;
+		switch (r & 15) {
+		case 0: case 1:
+			e = hole;
+			break;
+		case 2:     /* an old version, up to most of a window back (rebases) */
+			e = ie_make(TDO_IE_DATA, lsn - ((r >> 24) % (3ull << 38)), r >> 30, 8, (uint32_t)r);
+			break;
+		case 3:
+			e = ie_make(TDO_IE_ZERO, ++lsn, 0, 0, 0);
+			break;
+		default:
+			lsn += 1 + ((r >> 40) & 3);
+			e = ie_make((r & 16) ? TDO_IE_LZ4 : TDO_IE_DATA, lsn, (r >> 20) & ((1ull << 42) - 1),
+			            1 + ((r >> 5) & 7), (uint32_t)(r >> 32));
+			break;
+		}
+		assert_int_equal(idx_set(x, b, e, &old), 0);
+		assert_ie_equal(old, model[b]);
+		model[b] = e;
+		if (op == 149999) {
+			for (uint64_t c = 0; c < x->nchunks; c++)
+				assert_true(!x->chunks[c] || !x->chunks[c]->wide);
+		}
+	}
+	for (uint64_t c = 0; c < x->nchunks; c++)
+		wide += x->chunks[c] && x->chunks[c]->wide;
+	assert_true(wide > 0);
+	for (uint64_t b = 0; b < NBLOCKS; b++) {
+		assert_ie_equal(idx_get(x, b), model[b]);
+		live += ie_kind(model[b]) != TDO_IE_HOLE;
+	}
+	s.stop_after = 0;
+	assert_int_equal(idx_walk(x, count_cb, &s), 0);
+	assert_int_equal(s.n, live);
+	free(model);
+}
+
 /* ---- memory -------------------------------------------------------------- */
 
 static void test_mem_per_block_full_index(void **state)
@@ -498,7 +673,7 @@ static void test_mem_per_block_full_index(void **state)
 	assert_int_equal(idx_init(&x, n), 0);
 	for (uint64_t b = 0; b < n; b++)
 		set_ok(&x, b, ent(b));
-	assert_true((double)x.mem / (double)n <= 16.1);
+	assert_true((double)x.mem / (double)n <= 15.1);
 	idx_free(&x);
 }
 
@@ -514,7 +689,7 @@ static void test_mem_per_block_filled_region(void **state)
 	before = x.mem;
 	for (uint64_t b = from; b < from + cnt; b++)
 		set_ok(&x, b, ent(b));
-	assert_true((double)(x.mem - before) / (double)cnt <= 16.1);
+	assert_true((double)(x.mem - before) / (double)cnt <= 15.1);
 	/* and the sparse rest costs only the pointer table */
 	assert_int_equal(before, (n / IDX_CHUNK) * sizeof(struct idx_chunk *));
 	idx_free(&x);
@@ -565,6 +740,13 @@ int main(void)
 		T(test_grow_keeps_entries),
 		T(test_grow_calls_no_drop),
 		T(test_grow_within_chunk),
+
+		T(test_fields_round_trip),
+		T(test_small_lsns),
+		T(test_lsn_below_window_rebases),
+		T(test_lsn_above_window_rebases),
+		T(test_lsns_too_far_apart_widen),
+		T(test_random_against_model),
 
 		cmocka_unit_test(test_mem_per_block_full_index),
 		cmocka_unit_test(test_mem_per_block_filled_region),
