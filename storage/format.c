@@ -5,7 +5,8 @@
  * areas sized for the worst-case index, segments), writes an empty
  * checkpoint (seq 1, so area B) and then both superblock copies, each made
  * durable before the next, so a format cut short is never mistaken for a
- * device.
+ * device. Before that it fills a regular file's holes with zeros (unless
+ * asked not to), so that the running log writes only allocated space.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,6 +65,82 @@ int fmt_read_sb(struct dev *d, struct tdo_sb *out)
 	    out->sb_max_vols == 0 || out->sb_max_vols > TDO_MAX_VOLS)
 		return TDO_EDAMAGED;
 	return 0;
+}
+
+/* Write zeros into every hole of the first SIZE bytes of regular file FD
+ * (SEEK_HOLE reports unwritten extents as holes too, unless their pages are
+ * cached), then make them durable. A file system without SEEK_HOLE reports
+ * no hole. The caller has synced what it wrote. */
+static int fill_holes(int fd, uint64_t size, const struct tdo_format_opts *o)
+{
+	const uint64_t chunk = 1u << 20, sync_every = 256u << 20;
+	uint64_t total = 0, done = 0, unsynced = 0;
+	uint8_t *zero = NULL;
+	int err = 0;
+
+	/* an unwritten extent with pages in the cache reads as data to
+	 * SEEK_HOLE: drop the (clean, synced) pages that reading the
+	 * superblocks brought in */
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		off_t pos = 0;
+
+		if (pass == 1) {
+			if (!total)
+				return 0;
+			zero = calloc(1, chunk);
+			if (!zero)
+				return -ENOMEM;
+		}
+		while ((uint64_t)pos < size && !err) {
+			off_t hole = lseek(fd, pos, SEEK_HOLE), data;
+
+			if (hole < 0) {
+				err = errno == ENXIO ? 0 : -errno;
+				break;
+			}
+			if ((uint64_t)hole >= size)
+				break;
+			data = lseek(fd, hole, SEEK_DATA);
+			if (data < 0 && errno != ENXIO) {
+				err = -errno;
+				break;
+			}
+			if (data < 0 || (uint64_t)data > size)
+				data = (off_t)size;
+			if (pass == 0) {
+				total += (uint64_t)(data - hole);
+				pos = data;
+				continue;
+			}
+			for (pos = hole; pos < data;) {
+				size_t n = (size_t)((uint64_t)(data - pos) < chunk ? (uint64_t)(data - pos) : chunk);
+				ssize_t w = pwrite(fd, zero, n, pos);
+
+				if (w <= 0) {
+					err = w < 0 ? -errno : -EIO;
+					break;
+				}
+				pos += w;
+				done += (uint64_t)w;
+				unsynced += (uint64_t)w;
+				/* keep the dirty pages bounded */
+				if (unsynced >= sync_every) {
+					if (fdatasync(fd) < 0) {
+						err = -errno;
+						break;
+					}
+					unsynced = 0;
+				}
+				if (o->progress)
+					o->progress(o->progress_arg, done, total);
+			}
+		}
+	}
+	free(zero);
+	if (!err && fdatasync(fd) < 0)
+		err = -errno;
+	return err;
 }
 
 static void fill_uuid(uint8_t u[16])
@@ -126,7 +203,7 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 	seg_start = round_up(2 * TDO_BLOCK_SIZE + 2 * ckpt_size, SEG_MIN_SIZE);
 	nsegs = size > seg_start ? (uint32_t)((size - seg_start) / seg_size) : 0;
 	if (nsegs < 8) {
-		err = -ENOSPC; /* too small for this segment size */
+		err = TDO_ETOOSMALL; /* for this segment size */
 		goto out_close;
 	}
 
@@ -156,6 +233,10 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 	if ((err = dev_pwrite(&e->dev, page, 2 * TDO_BLOCK_SIZE, 0)) ||
 	    (err = dev_pwrite(&e->dev, page, TDO_BLOCK_SIZE, sb.sb_ckpt_off[1])) ||
 	    (err = dev_sync(&e->dev)))
+		goto out_page;
+
+	if (opts.backend == TDO_BACKEND_FILE && !blk && !opts.sparse &&
+	    (err = fill_holes(e->dev.fd, size, &opts)))
 		goto out_page;
 
 	/* an empty engine state, written as checkpoint 1 */

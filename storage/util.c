@@ -150,6 +150,7 @@ const char *tdo_strerror(int err)
 	case TDO_ENOVOL: return "no such volume";
 	case TDO_EVOLEXIST: return "a volume of that name already exists";
 	case TDO_ENOSPACE: return "not enough space on the device for that volume size";
+	case TDO_ETOOSMALL: return "too small for 8 segments and the checkpoint areas";
 	default:
 		if (err < 0 && err > -4000)
 			return strerror(-err);

@@ -45,7 +45,7 @@ nbdkit_start() {   # nbdkit_start PORT ARGS...: foreground nbdkit on 127.0.0.1:P
 nbdkit_stop() { kill "$NK" 2>/dev/null; wait "$NK" 2>/dev/null; return 0; }
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-"$BUILD"/testudo format "$D/dev.img" --size 1G >/dev/null
+"$BUILD"/testudo format "$D/dev.img" --size 1G --sparse >/dev/null
 make_volume "$D" vol 256M
 start_node "$D" || { echo "FAILED: testudod did not start"; cat "$D/log"; exit 1; }
 T=nbd://127.0.0.1:$NBD_PORT/vol

@@ -42,6 +42,35 @@ fails "format a missing file without --size" "does not exist" "$T" format "$D/mi
 fails "bad size suffix" "invalid size" "$T" format "$D/x.img" --size 12Q
 fails "unknown backend" "unknown backend" "$T" format "$D/x.img" --size 64M --backend tape
 
+# format fills a regular file's holes with zeros (sparse, or allocated and
+# unwritten), and --sparse leaves them
+holes() {   # holes FILE: prints how many bytes SEEK_HOLE finds
+	python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size; pos = total = 0
+while pos < size:
+    h = os.lseek(fd, pos, os.SEEK_HOLE)
+    if h >= size: break
+    try: d = os.lseek(fd, h, os.SEEK_DATA)
+    except OSError: d = size
+    total += d - h; pos = d
+print(total)' "$1"
+}
+n=$((n + 1))
+[ "$(holes "$DEV")" = 0 ] || { echo "FAILED: format left $(holes "$DEV") bytes of holes in $DEV"; bad=$((bad + 1)); }
+ok "format --sparse" "$T" format "$D/sparse.img" --size 64M --sparse
+n=$((n + 1))
+[ "$(holes "$D/sparse.img")" -gt $((32 << 20)) ] || { echo "FAILED: --sparse filled the holes"; bad=$((bad + 1)); }
+if fallocate -l 64M "$D/falloc.img" 2>/dev/null; then
+	ok "format an allocated, unwritten file" "$T" format "$D/falloc.img"
+	n=$((n + 1))
+	if command -v filefrag >/dev/null && filefrag -v "$D/falloc.img" | grep -q unwritten; then
+		echo "FAILED: format left unwritten extents in $D/falloc.img"; bad=$((bad + 1))
+	fi
+	ok "check the zero-filled device" "$T" check "$D/falloc.img"
+fi
+rm -f "$D/sparse.img" "$D/falloc.img"
+
 ok "create a volume" "$T" --device "$DEV" volume create alpha 10M
 ok "create an lz4 volume" "$T" --device "$DEV" volume create beta 20M --compress lz4
 fails "name taken" "already exists" "$T" --device "$DEV" volume create alpha 1M

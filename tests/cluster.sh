@@ -67,7 +67,7 @@ step "still all up after the garbage" all_up
 
 # a node of another cluster that names n1 as its peer is refused
 mkdir -p "$D/other"
-"$BUILD"/testudo format "$D/other/dev.img" --size 256M >/dev/null
+"$BUILD"/testudo format "$D/other/dev.img" --size 256M --sparse >/dev/null
 "$BUILD"/testudod --device "$D/other/dev.img" --nbd 127.0.0.1:0 --admin 127.0.0.1:0 --node-id n0 \
 	--cluster elsewhere --repl 127.0.0.1:0 --peer "n1=127.0.0.1:${CL_REPL[1]}" >"$D/other/out" 2>"$D/other/log" &
 OTHER_PID=$!

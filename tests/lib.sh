@@ -36,10 +36,14 @@ wait_for() {
 	done
 }
 
+# Test devices stay sparse files: filling them with zeros (what format does
+# by default) would cost seconds per node. Benchmarks set FORMAT_FILL=1.
+format_args() { [ "${FORMAT_FILL:-0}" = 1 ] || echo --sparse; }
+
 start_node() {
 	NODE_DIR=$1; shift
 	mkdir -p "$NODE_DIR"
-	[ -e "$NODE_DIR/dev.img" ] || "$BUILD"/testudo format "$NODE_DIR/dev.img" --size "${DEV_SIZE:-2G}" >/dev/null || return 1
+	[ -e "$NODE_DIR/dev.img" ] || "$BUILD"/testudo format "$NODE_DIR/dev.img" --size "${DEV_SIZE:-2G}" $(format_args) >/dev/null || return 1
 	: >"$NODE_DIR/out"
 	"$BUILD"/testudod --device "$NODE_DIR/dev.img" --nbd 127.0.0.1:0 --admin 127.0.0.1:0 "$@" \
 		>"$NODE_DIR/out" 2>>"$NODE_DIR/log" &
@@ -105,7 +109,7 @@ start_cluster_node() {
 		[ "$k" = "$i" ] || peers+=(--peer "n$k=127.0.0.1:${CL_REPL[$k]}")
 	done
 	mkdir -p "$d"
-	[ -e "$d/dev.img" ] || "$BUILD"/testudo format "$d/dev.img" --size "${DEV_SIZE:-1G}" >/dev/null || return 1
+	[ -e "$d/dev.img" ] || "$BUILD"/testudo format "$d/dev.img" --size "${DEV_SIZE:-1G}" $(format_args) >/dev/null || return 1
 	: >"$d/out"
 	"$BUILD"/testudod --device "$d/dev.img" --nbd "127.0.0.1:${CL_NBD[$i]}" --admin 127.0.0.1:0 \
 		--node-id "n$i" --repl "127.0.0.1:${CL_REPL[$i]}" "${peers[@]}" "${CL_ARGS[@]}" >"$d/out" 2>>"$d/log" &

@@ -12,7 +12,7 @@ rm -f "$D"/j1 "$D"/*.img
 n=0 bad=0
 
 DEV_SIZE=3G
-"$BUILD"/testudo format "$D/dev.img" --size "$DEV_SIZE" >/dev/null
+"$BUILD"/testudo format "$D/dev.img" --size "$DEV_SIZE" --sparse >/dev/null
 make_volume "$D" big 1100M
 make_volume "$D" proto 256M
 make_volume "$D" mc 64M

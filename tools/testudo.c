@@ -12,7 +12,7 @@
  * The offline commands open a device directly (and so refuse one a daemon
  * holds):
  *
- *   testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force]
+ *   testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force] [--sparse]
  *   testudo --device PATH volume create NAME SIZE [--compress lz4]
  *   testudo --device PATH volume list [--json]
  *   testudo --device PATH volume resize NAME SIZE
@@ -63,7 +63,7 @@ static void usage(FILE *f)
 	        "  testudo [--admin HOST:PORT] promote NAME --node ID [--json] (a cluster: make ID the primary)\n"
 	        "  testudo [--admin HOST:PORT] status [--json]\n"
 	        "offline, on a device no daemon holds:\n"
-	        "  testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force]\n"
+	        "  testudo format PATH [--size SIZE] [--backend file|pmem] [--segment-size SIZE] [--force] [--sparse]\n"
 	        "  testudo --device PATH volume create NAME SIZE [--compress lz4]\n"
 	        "  testudo --device PATH volume list [--json]\n"
 	        "  testudo --device PATH volume resize NAME SIZE\n"
@@ -72,7 +72,8 @@ static void usage(FILE *f)
 	        "  testudo --device PATH volume export NAME FILE\n"
 	        "  testudo inspect PATH [--json]\n"
 	        "  testudo check PATH\n"
-	        "SIZE takes K, M, G and T suffixes (powers of 1024).\n");
+	        "SIZE takes K, M, G and T suffixes (powers of 1024). format writes zeros into a regular\n"
+	        "file's holes, so the log never allocates file system space as it runs (--sparse: leave them).\n");
 }
 
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -154,9 +155,31 @@ static int session_close(struct session *s)
 
 /* ---- commands ----------------------------------------------------------- */
 
+struct fill_progress {
+	uint64_t t0, last_print;
+	bool printed;
+};
+
+static void format_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct fill_progress *p = arg;
+	uint64_t now = tdo_now_usec();
+	char a[32], b[32];
+
+	if (done < total && now - p->last_print < 200000)
+		return;
+	p->last_print = now;
+	p->printed = true;
+	fprintf(stderr, "\rwriting zeros into the file's holes: %s of %s (%3.0f%%) %.1f MiB/s   ",
+	        tdo_format_size(done, a, sizeof a), tdo_format_size(total, b, sizeof b),
+	        total ? 100.0 * (double)done / (double)total : 100.0,
+	        (double)done / 1048576.0 / ((double)(now - p->t0 + 1) / 1e6));
+}
+
 static int cmd_format(int argc, char **argv)
 {
 	struct tdo_format_opts o = { 0 };
+	struct fill_progress fp = { tdo_now_usec(), 0, false };
 	const char *path = NULL;
 	char a[32], b[32], c[32];
 	int err;
@@ -178,6 +201,8 @@ static int cmd_format(int argc, char **argv)
 				return die("unknown backend '%s' (file or pmem)", argv[i]);
 		} else if (!strcmp(argv[i], "--force")) {
 			o.force = 1;
+		} else if (!strcmp(argv[i], "--sparse")) {
+			o.sparse = 1;
 		} else if (argv[i][0] == '-') {
 			return die("format: unknown option '%s'", argv[i]);
 		} else if (!path) {
@@ -190,10 +215,19 @@ static int cmd_format(int argc, char **argv)
 		return die("format: which device? (testudo format PATH [--size SIZE])");
 	if (o.seg_size && (o.seg_size < (1u << 20) || o.seg_size % (1u << 20) || o.seg_size > (1ull << 31)))
 		return die("segment size must be a multiple of 1 MiB between 1 MiB and 2 GiB");
+	if (isatty(STDERR_FILENO)) {
+		o.progress = format_progress;
+		o.progress_arg = &fp;
+	}
 	err = tdo_format(path, &o);
+	if (fp.printed)
+		fputc('\n', stderr);
 	if (err == -ENOENT)
 		return die("%s does not exist; give --size to create it", path);
 	if (err == -ENOSPC)
+		return die("%s: the file system has no room to write the device's %s of zeros (or give --sparse)",
+		           path, tdo_format_size(o.size, a, sizeof a));
+	if (err == TDO_ETOOSMALL)
 		return die("%s: too small (at least 8 segments of %s and the checkpoint areas are needed)",
 		           path, tdo_format_size(o.seg_size ? o.seg_size : 4u << 20, a, sizeof a));
 	if (err == -EINVAL)

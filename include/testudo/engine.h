@@ -31,6 +31,7 @@ enum {
 	TDO_ENOVOL   = -4006, /* no such volume */
 	TDO_EVOLEXIST= -4007, /* a volume of that name exists */
 	TDO_ENOSPACE = -4008, /* the device cannot hold that much volume */
+	TDO_ETOOSMALL= -4009, /* format: too small for 8 segments and the checkpoints */
 };
 /* A message for 0, a negative errno or a TDO_E* code. */
 const char *tdo_strerror(int err);
@@ -40,8 +41,19 @@ struct tdo_format_opts {
 	uint64_t seg_size;      /* bytes; 0 = default (4 MiB) */
 	int backend;            /* enum tdo_backend; 0 = file */
 	int force;              /* overwrite an existing Testudo format */
+	int sparse;             /* a regular file: leave its holes as they are */
+	/* called now and then while holes are filled: bytes done of TOTAL */
+	void (*progress)(void *arg, uint64_t done, uint64_t total);
+	void *progress_arg;
 };
-/* Format PATH. A regular file is created when missing (opts->size needed). */
+/*
+ * Format PATH. A regular file is created when missing (opts->size needed).
+ * Unless opts->sparse, every hole in a regular file (never written, or
+ * allocated but unwritten) is filled with zeros and made durable first: the
+ * log then never allocates file system space as it runs, so a durable
+ * write costs one flush and no journal commit, and a full file system is
+ * found at format time instead of as a failed write.
+ */
 int tdo_format(const char *path, const struct tdo_format_opts *opts);
 
 struct tdo_open_opts {

@@ -75,7 +75,7 @@ install -m 0755 tests/e2e-kernel/init "$D/initroot/init"
 cat "$CACHE/base.cpio" "$D/init.cpio" >"$D/initrd"
 
 # the node: four volumes, debug log (every option and request)
-"$BUILD"/testudo format "$D/dev.img" --size "$DEV_SIZE" >/dev/null || exit 1
+"$BUILD"/testudo format "$D/dev.img" --size "$DEV_SIZE" $(format_args) >/dev/null || exit 1
 for v in fs4k raw mc fs512; do
 	make_volume "$D" "$v" "${MB}M" || exit 1
 done

@@ -38,7 +38,7 @@ static void done_cb(void *arg, int status)
 
 static void setup(void)
 {
-	struct tdo_format_opts fo = { .size = 64u << 20, .seg_size = 1u << 20, .force = 1 };
+	struct tdo_format_opts fo = { .size = 64u << 20, .seg_size = 1u << 20, .force = 1, .sparse = 1 };
 	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	int done = 0, err;
 

@@ -109,7 +109,7 @@ static void make_temp(char *path, size_t len)
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof *f);
-	struct tdo_format_opts fo = { .size = DEV_SIZE, .seg_size = SEG_SIZE };
+	struct tdo_format_opts fo = { .size = DEV_SIZE, .seg_size = SEG_SIZE, .sparse = 1 };
 
 	if (!f)
 		return -1;

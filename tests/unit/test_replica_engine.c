@@ -237,7 +237,7 @@ struct fx {
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof *f);
-	struct tdo_format_opts fo = { .size = DEV_SIZE, .seg_size = SEG_SIZE };
+	struct tdo_format_opts fo = { .size = DEV_SIZE, .seg_size = SEG_SIZE, .sparse = 1 };
 	const char *dir = getenv("TMPDIR");
 	int fd;
 
