@@ -18,6 +18,11 @@ override LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
 STORAGE_SRC := $(wildcard storage/*.c)
+# x86-64: checksums use an AVX2 build of xxh3 when the CPU has it (util.c)
+ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
+override CFLAGS += -DTDO_CSUM_AVX2
+$(BUILD)/storage/csum_avx2.o: override CFLAGS += -mavx2
+endif
 STORAGE_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/%.o)
 SERVER_SRC  := $(wildcard server/*.c) $(wildcard replication/*.c)
 SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
