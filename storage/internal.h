@@ -54,6 +54,7 @@ struct dev {
 	int is_blockdev;
 	uint64_t size;
 	char *pmem;                 /* pmem backend: the mapping */
+	const uint8_t *map;         /* file without O_DIRECT: read-only mapping for page-cache hits (reader.c) */
 	size_t pmem_len;
 	int pmem_is_pmem;
 	/* fault injection */
@@ -68,6 +69,10 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
              bool direct);
 void dev_close(struct dev *d);
 int dev_pread(struct dev *d, void *buf, size_t len, uint64_t off);
+/* Copy from D's read-only mapping (a buffered file has one unless
+ * TDO_NO_MAPPED_READS=1): -EIO where pread would fail, never SIGBUS.
+ * Workers only: a page not in the cache is read in on the spot. */
+int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off);
 int dev_pwrite(struct dev *d, const void *buf, size_t len, uint64_t off);
 int dev_sync(struct dev *d);
 /* Bytes of the file or block device at PATH (without opening the engine). */

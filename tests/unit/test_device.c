@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for device.c's mapped reads: a buffered file is mapped, a
+ * copy from the mapping matches pread, and a page the kernel cannot read
+ * (here: the file cut short behind the device's back) is -EIO in the
+ * calling thread, any thread, as often as it happens, while a SIGBUS
+ * outside dev_map_read still kills the process.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+#define FILE_SIZE (1u << 20)
+#define CUT_TO    (64u << 10)
+
+struct fx {
+	char path[256];
+	struct dev d;
+};
+
+static uint8_t pattern(uint64_t off)
+{
+	return (uint8_t)(off * 131 + (off >> 12) * 7 + 1);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof *f);
+	const char *tmp = getenv("TMPDIR");
+	uint8_t *buf = malloc(FILE_SIZE);
+	int fd;
+
+	if (!f || !buf)
+		return -1;
+	snprintf(f->path, sizeof f->path, "%s/tdo-dev-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	fd = mkstemp(f->path);
+	if (fd < 0)
+		return -1;
+	for (uint64_t i = 0; i < FILE_SIZE; i++)
+		buf[i] = pattern(i);
+	if (write(fd, buf, FILE_SIZE) != (ssize_t)FILE_SIZE)
+		return -1;
+	close(fd);
+	free(buf);
+	*state = f;
+	return 0;
+}
+
+/* Opened in the test itself: cmocka sets its own SIGBUS handler around
+ * each test and fixture, and dev_open puts the device's in front of it. */
+static void open_dev(struct fx *f)
+{
+	assert_int_equal(dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false), 0);
+	assert_non_null(f->d.map);
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (f->d.fd > 0)
+		dev_close(&f->d);
+	unlink(f->path);
+	free(f);
+	return 0;
+}
+
+static void cut_short(struct fx *f)
+{
+	assert_int_equal(truncate(f->path, CUT_TO), 0);
+}
+
+static void test_map_read_matches_pread(void **state)
+{
+	struct fx *f = *state;
+	uint8_t a[3 * 4096], b[3 * 4096];
+
+	open_dev(f);
+
+	assert_non_null(f->d.map);
+	assert_int_equal(dev_map_read(&f->d, a, sizeof a, 5 * 4096 + 512), 0);
+	assert_int_equal(dev_pread(&f->d, b, sizeof b, 5 * 4096 + 512), 0);
+	assert_memory_equal(a, b, sizeof a);
+	for (size_t i = 0; i < sizeof a; i++)
+		assert_int_equal(a[i], pattern(5 * 4096 + 512 + i));
+}
+
+static void test_map_read_out_of_range(void **state)
+{
+	struct fx *f = *state;
+	uint8_t a[4096];
+
+	open_dev(f);
+
+	assert_int_equal(dev_map_read(&f->d, a, sizeof a, FILE_SIZE - 100), -EINVAL);
+	assert_int_equal(dev_map_read(&f->d, a, sizeof a, UINT64_MAX - 10), -EINVAL);
+}
+
+static void test_map_read_sees_writes(void **state)
+{
+	struct fx *f = *state;
+	uint8_t w[4096], r[4096];
+
+	open_dev(f);
+
+	memset(w, 0x5a, sizeof w);
+	assert_int_equal(dev_pwrite(&f->d, w, sizeof w, 7 * 4096), 0);
+	assert_int_equal(dev_map_read(&f->d, r, sizeof r, 7 * 4096), 0);
+	assert_memory_equal(w, r, sizeof w);
+}
+
+static void test_unreadable_page_is_eio(void **state)
+{
+	struct fx *f = *state;
+	uint8_t a[8192];
+
+	open_dev(f);
+
+	cut_short(f);
+	/* again and again: the signal must not stay blocked after a jump */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(dev_map_read(&f->d, a, 4096, 512u << 10), -EIO);
+	/* a copy that starts readable and runs into the cut */
+	assert_int_equal(dev_map_read(&f->d, a, sizeof a, CUT_TO - 4096), -EIO);
+	/* what is still there reads as before */
+	assert_int_equal(dev_map_read(&f->d, a, 4096, 4096), 0);
+	for (size_t i = 0; i < 4096; i++)
+		assert_int_equal(a[i], pattern(4096 + i));
+}
+
+struct thr {
+	struct fx *f;
+	int rc;
+};
+
+static void *thr_read(void *arg)
+{
+	struct thr *t = arg;
+	uint8_t a[4096];
+
+	t->rc = dev_map_read(&t->f->d, a, sizeof a, 900u << 10);
+	return NULL;
+}
+
+static void test_unreadable_page_is_eio_in_a_worker(void **state)
+{
+	struct fx *f = *state;
+	struct thr t[3];
+	pthread_t th[3];
+
+	open_dev(f);
+
+	cut_short(f);
+	for (int i = 0; i < 3; i++) {
+		t[i].f = f;
+		t[i].rc = 1;
+		assert_int_equal(pthread_create(&th[i], NULL, thr_read, &t[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(t[i].rc, -EIO);
+	}
+}
+
+static void test_other_sigbus_still_kills(void **state)
+{
+	struct fx *f = *state;
+	int st;
+	pid_t p;
+
+	p = fork();
+	assert_true(p >= 0);
+	if (p == 0) {
+		/* no handler before ours (not cmocka's either); then touch the
+		 * mapping outside dev_map_read */
+		signal(SIGBUS, SIG_DFL);
+		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
+			_exit(3);
+		if (truncate(f->path, CUT_TO))
+			_exit(4);
+		volatile uint8_t x = f->d.map[600u << 10];
+		(void)x;
+		_exit(0);
+	}
+	assert_int_equal(waitpid(p, &st, 0), p);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+}
+
+static void test_no_map_when_asked(void **state)
+{
+	struct fx *f = *state;
+	struct dev d;
+	char path[300];
+	int fd;
+
+	snprintf(path, sizeof path, "%s.2", f->path);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, FILE_SIZE), 0);
+	close(fd);
+	memset(&d, 0, sizeof d);
+	setenv("TDO_NO_MAPPED_READS", "1", 1);
+	assert_int_equal(dev_open(&d, path, TDO_BACKEND_FILE, false, 0, false), 0);
+	unsetenv("TDO_NO_MAPPED_READS");
+	assert_null(d.map);
+	dev_close(&d);
+	unlink(path);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_map_read_matches_pread),
+		T(test_map_read_out_of_range),
+		T(test_map_read_sees_writes),
+		T(test_unreadable_page_is_eio),
+		T(test_unreadable_page_is_eio_in_a_worker),
+		T(test_other_sigbus_still_kills),
+		T(test_no_map_when_asked),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
