@@ -94,31 +94,53 @@ int dev_probe_size(const char *path, uint64_t *size, bool *is_blockdev)
  * Reads copied from the mapping. A page the kernel cannot read in (an I/O
  * error, or a file cut short behind our back) raises SIGBUS in the thread
  * that touched it; the handler jumps back into dev_map_read, which returns
- * -EIO, as pread would have. A SIGBUS anywhere else goes to whatever
- * handled it before (by default: the process dies, as without us).
+ * -EIO, as pread would have. A SIGBUS anywhere else (another address, or
+ * sent by kill) goes to whatever handled it before (by default: the
+ * process dies, as without us). A handler that a program installs after
+ * opening the engine comes first, and is put behind ours again at the
+ * next dev_open that maps a file.
  */
-static _Thread_local sigjmp_buf *volatile map_jmp;
+struct map_copy {
+	sigjmp_buf jb;
+	const uint8_t *lo, *hi;     /* the bytes being copied */
+};
+static _Thread_local struct map_copy *volatile map_cur;
+static _Thread_local volatile sig_atomic_t bus_chaining;
 static struct sigaction bus_prev;
 static pthread_mutex_t bus_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
-	sigjmp_buf *jb = map_jmp;
+	struct map_copy *mc = map_cur;
 
-	if (jb) {
-		map_jmp = NULL;
-		siglongjmp(*jb, 1);
+	/* a fault (si_code > 0; not a kill) in the bytes being copied */
+	if (mc && si && si->si_code > 0 && (const uint8_t *)si->si_addr >= mc->lo &&
+	    (const uint8_t *)si->si_addr < mc->hi) {
+		map_cur = NULL;
+		siglongjmp(mc->jb, 1);
 	}
-	if (bus_prev.sa_flags & SA_SIGINFO) {
-		if (bus_prev.sa_sigaction) {
-			bus_prev.sa_sigaction(sig, si, uc);
+	/* anything else is the earlier handler's; one that hands the signal
+	 * back to us (we were installed again in front of it) gets the
+	 * default action instead of a loop */
+	if (!bus_chaining) {
+		bus_chaining = 1;
+		if (bus_prev.sa_flags & SA_SIGINFO) {
+			if (bus_prev.sa_sigaction) {
+				bus_prev.sa_sigaction(sig, si, uc);
+				bus_chaining = 0;
+				return;
+			}
+		} else if (bus_prev.sa_handler == SIG_IGN) {
+			bus_chaining = 0;
+			if (!si || si->si_code <= 0)
+				return; /* a kill that was ignored before us */
+		} else if (bus_prev.sa_handler != SIG_DFL) {
+			bus_prev.sa_handler(sig);
+			bus_chaining = 0;
 			return;
 		}
-	} else if (bus_prev.sa_handler != SIG_DFL && bus_prev.sa_handler != SIG_IGN) {
-		bus_prev.sa_handler(sig);
-		return;
 	}
-	/* not ours, and nobody else's: the default action, which kills */
+	/* the default action: the process dies of SIGBUS */
 	signal(SIGBUS, SIG_DFL);
 	raise(SIGBUS);
 }
@@ -145,17 +167,19 @@ static void bus_install(void)
 
 int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off)
 {
-	sigjmp_buf jb;
+	struct map_copy mc;
 
 	if (!d->map || off + len > d->size || off + len < off)
 		return -EINVAL;
-	if (sigsetjmp(jb, 0))
+	mc.lo = d->map + off;
+	mc.hi = d->map + off + len;
+	if (sigsetjmp(mc.jb, 0))
 		return -EIO;
-	map_jmp = &jb;
+	map_cur = &mc;
 	__asm__ volatile("" ::: "memory");
 	memcpy(buf, d->map + off, len);
 	__asm__ volatile("" ::: "memory");
-	map_jmp = NULL;
+	map_cur = NULL;
 	return 0;
 }
 

@@ -108,6 +108,10 @@ static int fill_holes(int fd, uint64_t size, const struct tdo_format_opts *o)
 			}
 			if (data < 0 || (uint64_t)data > size)
 				data = (off_t)size;
+			if (data <= hole) {
+				err = -EIO; /* a file system that contradicts itself */
+				break;
+			}
 			if (pass == 0) {
 				total += (uint64_t)(data - hole);
 				pos = data;
@@ -161,6 +165,7 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 	uint64_t size, seg_size, seg_start = 0, ckpt_size = 0;
 	uint32_t nsegs = 0;
 	bool blk = false, exists;
+	uint64_t orig_size;
 	uint8_t *page;
 	int err;
 
@@ -175,6 +180,7 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 		return -EINVAL;
 
 	exists = dev_probe_size(path, &size, &blk) == 0;
+	orig_size = exists ? size : 0;
 	if (!exists && !opts.size)
 		return -ENOENT;
 	if (blk && opts.size && opts.size != size)
@@ -265,6 +271,15 @@ int tdo_format(const char *path, const struct tdo_format_opts *o)
 out_page:
 	free(page);
 out_close:
+	/* a format that failed leaves a regular file as it found it: removed
+	 * when this call made it, its old length back when it lengthened it */
+	if (err && !blk) {
+		if (!exists)
+			unlink(path);
+		else if (opts.size > orig_size && ftruncate(e->dev.fd, (off_t)orig_size) < 0)
+			tdo_log(TDO_LOG_WARN, "format", "%s: could not cut it back to %llu bytes: %s", path,
+			        (unsigned long long)orig_size, strerror(errno));
+	}
 	free(e->segs);
 	dev_close(&e->dev);
 out_free:

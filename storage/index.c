@@ -66,9 +66,9 @@ static struct idx_chunk *chunk_new(bool wide, uint64_t lsn)
 	return c;
 }
 
-/* Make room in chunk CI for LSN: a new base when every entry fits one
- * window with it, else wide entries. */
-static int chunk_make_room(struct idx *x, uint64_t ci, uint64_t lsn)
+/* Make room in chunk CI for LSN, about to go into slot SLOT: a new base
+ * when every other entry fits one window with it, else wide entries. */
+static int chunk_make_room(struct idx *x, uint64_t ci, uint32_t slot, uint64_t lsn)
 {
 	struct idx_chunk *c = x->chunks[ci], *w;
 	uint64_t lo = lsn, hi = lsn;
@@ -76,7 +76,7 @@ static int chunk_make_room(struct idx *x, uint64_t ci, uint64_t lsn)
 	for (uint32_t i = 0; i < IDX_CHUNK; i++) {
 		struct tdo_ie e = idx_chunk_get(c, i);
 
-		if (ie_kind(e) == TDO_IE_HOLE)
+		if (i == slot || ie_kind(e) == TDO_IE_HOLE)
 			continue;
 		lo = ie_lsn(e) < lo ? ie_lsn(e) : lo;
 		hi = ie_lsn(e) > hi ? ie_lsn(e) : hi;
@@ -89,6 +89,8 @@ static int chunk_make_room(struct idx *x, uint64_t ci, uint64_t lsn)
 		for (uint32_t i = 0; i < IDX_CHUNK; i++) {
 			struct tdo_ie e;
 
+			if (i == slot)
+				continue; /* overwritten next */
 			c->base = old_base;
 			e = idx_chunk_get(c, i);
 			if (ie_kind(e) == TDO_IE_HOLE)
@@ -155,7 +157,7 @@ int idx_set(struct idx *x, uint64_t b, struct tdo_ie e, struct tdo_ie *old)
 		*old = was_e;
 	was = ie_kind(was_e) != TDO_IE_HOLE;
 	if (is && !chunk_fits(c, ie_lsn(e))) {
-		int err = chunk_make_room(x, ci, ie_lsn(e));
+		int err = chunk_make_room(x, ci, i, ie_lsn(e));
 
 		if (err)
 			return err;

@@ -115,13 +115,13 @@ char *tdo_format_size(uint64_t b, char *buf, size_t len)
 	return buf;
 }
 
-#ifdef TDO_CSUM_AVX2
+#if defined(TDO_CSUM_AVX2) && defined(__x86_64__)
 uint64_t tdo_csum_avx2(const void *p, size_t len); /* csum_avx2.c */
 #endif
 
 uint64_t tdo_csum(const void *p, size_t len)
 {
-#ifdef TDO_CSUM_AVX2
+#if defined(TDO_CSUM_AVX2) && defined(__x86_64__)
 	if (len > 240 && __builtin_cpu_supports("avx2")) /* below that, xxh3 has no vector loop */
 		return tdo_csum_avx2(p, len);
 #endif

@@ -70,6 +70,18 @@ if fallocate -l 64M "$D/falloc.img" 2>/dev/null; then
 	ok "check the zero-filled device" "$T" check "$D/falloc.img"
 fi
 rm -f "$D/sparse.img" "$D/falloc.img"
+# a file system without room for the zeros: a clear error, and the file
+# format made is gone again (in a 32 MiB tmpfs in a private mount namespace)
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -m true 2>/dev/null; then
+	mkdir -p "$D/small"
+	out=$(unshare -m sh -c 'mount -t tmpfs -o size=32M none "$1" || exit 9
+		"$2" format "$1/dev.img" --size 64M 2>&1; echo "rc=$?"; ls "$1" | sed "s/^/left:/"' sh "$D/small" "$T" 2>&1)
+	n=$((n + 1))
+	if ! grep -q "no room" <<<"$out" || ! grep -q "^rc=1$" <<<"$out" || grep -q "^left:" <<<"$out"; then
+		echo "FAILED: format on a full file system: $out"; bad=$((bad + 1))
+	fi
+	rmdir "$D/small"
+fi
 
 ok "create a volume" "$T" --device "$DEV" volume create alpha 10M
 ok "create an lz4 volume" "$T" --device "$DEV" volume create beta 20M --compress lz4

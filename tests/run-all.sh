@@ -130,8 +130,9 @@ run "powercut ($CRASH_ITERATIONS cuts)" "$T" powercut --dev "$SCRATCH/cut.img" -
 run_expect_fail "powercut, sync disabled" env TDO_FAULT_SKIP_SYNC=1 "$T" powercut --dev "$SCRATCH/broken.img" --iterations 3
 run "corruption" "$T" corrupt --dev "$SCRATCH/corrupt.img"
 # the worker-thread path the engine falls back to without io_uring
-run "crash, worker threads (5 x SIGKILL)" env TDO_NO_URING=1 "$T" crash --dev "$SCRATCH/wcrash.img" --iterations 5
+run "crash, worker threads, pread (5 x SIGKILL)" env TDO_NO_URING=1 TDO_NO_MAPPED_READS=1 "$T" crash --dev "$SCRATCH/wcrash.img" --iterations 5
 run "powercut, worker threads (5 cuts)" env TDO_NO_URING=1 "$T" powercut --dev "$SCRATCH/wcut.img" --iterations 5
+run "corruption, worker threads, mapped reads" env TDO_NO_URING=1 "$T" corrupt --dev "$SCRATCH/wcorrupt.img"
 run "cleaner (80%, 5x overwrite)" "$T" cleaner --dev "$SCRATCH/clean.img" --util 80 --overwrite 5
 rm -f "$SCRATCH"/*.img
 

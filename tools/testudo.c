@@ -224,7 +224,7 @@ static int cmd_format(int argc, char **argv)
 		fputc('\n', stderr);
 	if (err == -ENOENT)
 		return die("%s does not exist; give --size to create it", path);
-	if (err == -ENOSPC)
+	if (err == -ENOSPC || err == -EDQUOT)
 		return die("%s: the file system has no room to write the device's %s of zeros (or give --sparse)",
 		           path, tdo_format_size(o.size, a, sizeof a));
 	if (err == TDO_ETOOSMALL)

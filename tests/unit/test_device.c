@@ -4,7 +4,7 @@
  * copy from the mapping matches pread, and a page the kernel cannot read
  * (here: the file cut short behind the device's back) is -EIO in the
  * calling thread, any thread, as often as it happens, while a SIGBUS
- * outside dev_map_read still kills the process.
+ * outside dev_map_read still goes to the handler before ours, or kills.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -201,6 +201,91 @@ static void test_other_sigbus_still_kills(void **state)
 	assert_int_equal(WTERMSIG(st), SIGBUS);
 }
 
+static struct sigaction h_prev;
+static int h_pipe = -1;
+
+/* A handler installed after the engine's, that hands SIGBUS on to it. */
+static void h_chain(int sig, siginfo_t *si, void *uc)
+{
+	if (write(h_pipe, "H", 1) < 0)
+		_exit(5);
+	h_prev.sa_sigaction(sig, si, uc);
+}
+
+/* engine, then a chaining handler, then the engine again in front: a
+ * SIGBUS outside a copy visits the chain once and then kills with SIGBUS,
+ * instead of bouncing between the two until the stack overflows */
+static void test_chained_handler_no_loop(void **state)
+{
+	struct fx *f = *state;
+	struct sigaction sa;
+	int pfd[2], st;
+	char c = 0;
+	pid_t p;
+
+	assert_int_equal(pipe(pfd), 0);
+	p = fork();
+	assert_true(p >= 0);
+	if (p == 0) {
+		struct dev d2;
+		char path2[300];
+		int fd;
+
+		close(pfd[0]);
+		h_pipe = pfd[1];
+		signal(SIGBUS, SIG_DFL);
+		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
+			_exit(3);
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = h_chain;
+		sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+		sigaction(SIGBUS, &sa, &h_prev);
+		snprintf(path2, sizeof path2, "%s.3", f->path);
+		fd = open(path2, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, FILE_SIZE))
+			_exit(4);
+		close(fd);
+		memset(&d2, 0, sizeof d2);
+		if (dev_open(&d2, path2, TDO_BACKEND_FILE, false, 0, false) || !d2.map)
+			_exit(3);
+		unlink(path2);
+		if (truncate(f->path, CUT_TO))
+			_exit(4);
+		volatile uint8_t x = f->d.map[600u << 10];
+		(void)x;
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(waitpid(p, &st, 0), p);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGBUS);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	assert_int_equal(c, 'H');
+	close(pfd[0]);
+}
+
+/* SIGBUS sent by kill to a process that ignored it before the engine
+ * opened a device: still ignored */
+static void test_ignored_kill_stays_ignored(void **state)
+{
+	struct fx *f = *state;
+	int st;
+	pid_t p;
+
+	p = fork();
+	assert_true(p >= 0);
+	if (p == 0) {
+		signal(SIGBUS, SIG_IGN);
+		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
+			_exit(3);
+		raise(SIGBUS);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(p, &st, 0), p);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_no_map_when_asked(void **state)
 {
 	struct fx *f = *state;
@@ -233,6 +318,8 @@ int main(void)
 		T(test_unreadable_page_is_eio),
 		T(test_unreadable_page_is_eio_in_a_worker),
 		T(test_other_sigbus_still_kills),
+		T(test_chained_handler_no_loop),
+		T(test_ignored_kill_stays_ignored),
 		T(test_no_map_when_asked),
 	};
 

@@ -604,6 +604,20 @@ static void test_lsns_too_far_apart_widen(void **state)
 	assert_int_equal(x->chunks[1]->wide, 0);
 }
 
+/* The entry being replaced does not count: a lone entry overwritten by a
+ * version two windows newer moves the base instead of widening. */
+static void test_replaced_entry_does_not_widen(void **state)
+{
+	struct idx *x = *state;
+	const uint64_t far = 5ull << 40;
+
+	set_ok(x, 7, ent(7));
+	set_ok(x, 7, ie_make(TDO_IE_DATA, far, 64, 8, 5));
+	assert_int_equal(x->chunks[0]->wide, 0);
+	assert_ie_equal(idx_get(x, 7), ie_make(TDO_IE_DATA, far, 64, 8, 5));
+	assert_int_equal(x->chunks[0]->used, 1);
+}
+
 /* Random sets, holes and far-off LSNs against a plain array of entries:
  * rebasing and widening never change what a block reads back. */
 static void test_random_against_model(void **state)
@@ -746,6 +760,7 @@ int main(void)
 		T(test_lsn_below_window_rebases),
 		T(test_lsn_above_window_rebases),
 		T(test_lsns_too_far_apart_widen),
+		T(test_replaced_entry_does_not_widen),
 		T(test_random_against_model),
 
 		cmocka_unit_test(test_mem_per_block_full_index),
