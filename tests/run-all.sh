@@ -23,7 +23,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|bench|cluster|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -86,6 +86,12 @@ rm -rf "$SCRATCH/nbd"
 if [ -x tests/admin.sh ]; then
 	run "admin API and online CLI" tests/admin.sh "$SCRATCH/admin"
 	rm -rf "$SCRATCH/admin"
+fi
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+	run "device file system full: errors, no loss" env BUILD="$BUILD" tests/enospc.sh "$SCRATCH/enospc"
+	rm -rf "$SCRATCH/enospc"
+else
+	skip "device file system full: errors, no loss" "needs root and unshare -m (a tmpfs in a private mount namespace)"
 fi
 
 echo "== cluster"
