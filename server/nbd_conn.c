@@ -114,6 +114,7 @@ static void maybe_close_now(struct nbd_conn *c)
 void conn_close(struct nbd_conn *c, const char *why)
 {
 	if (!c->closing) {
+		conn_log_quiet_errors(c);
 		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s%s%s closed: %s",
 		        (unsigned long long)c->id, c->peer, c->name[0] ? " volume " : "", c->name, why);
 		c->closing = true;

@@ -58,6 +58,9 @@ struct nbd_conn {
 	uint64_t drain_left;
 	uint32_t drain_err;         /* reply for the drained write */
 	int inflight;               /* requests handed to the engine */
+	/* failed requests logged: at most NBD_ERR_LOG_MAX a second, the rest counted */
+	uint64_t err_window;        /* when the current second began, us */
+	uint32_t err_logged, err_quiet;
 	bool disc;                  /* NBD_CMD_DISC seen or shutting down */
 	bool closing;
 	bool graceful;              /* flush queued replies before closing */
@@ -70,6 +73,8 @@ struct nbd_conn {
  * freed once it is written (the caller hands them over). */
 void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2);
 void conn_close(struct nbd_conn *c, const char *why);
+/* Log how many failed requests went unlogged (nbd_transmission.c). */
+void conn_log_quiet_errors(struct nbd_conn *c);
 /* Called when a request finished: resume reading, close if due. */
 void conn_request_done(struct nbd_conn *c);
 

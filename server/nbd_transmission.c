@@ -78,16 +78,42 @@ struct reply_out {
 	} u;
 };
 
+/* Requests that fail are logged one line each, up to this many a second
+ * per connection; the rest are counted, and the count is logged when the
+ * second is over (or the connection closes). A device that fails every
+ * write must not turn the log into a second copy of the traffic. */
+#define NBD_ERR_LOG_MAX 10
+
+void conn_log_quiet_errors(struct nbd_conn *c)
+{
+	if (c->err_quiet)
+		tdo_log(TDO_LOG_WARN, "nbd", "volume %s: %u more requests failed and were not logged one by one",
+		        c->name, c->err_quiet);
+	c->err_quiet = 0;
+}
+
 static void finish(struct txreq *r, uint32_t nerr, int cause)
 {
 	struct nbd_conn *c = r->c;
+	uint64_t now = tdo_now_usec();
 
-	met_record(c->met, r->op, tdo_now_usec() - r->t0,
+	met_record(c->met, r->op, now - r->t0,
 	           r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE ? r->length : 0, nerr ? 1 : 0);
-	if (nerr && cause)
-		tdo_log(TDO_LOG_WARN, "nbd", "volume %s: %s at offset %llu length %u failed: %s (NBD error %u)",
-		        c->name, met_op_name(r->op), (unsigned long long)r->offset, r->length,
-		        tdo_strerror(cause), nerr);
+	if (nerr && cause) {
+		if (now - c->err_window >= 1000000) {
+			conn_log_quiet_errors(c);
+			c->err_window = now;
+			c->err_logged = 0;
+		}
+		if (c->err_logged < NBD_ERR_LOG_MAX) {
+			c->err_logged++;
+			tdo_log(TDO_LOG_WARN, "nbd", "volume %s: %s at offset %llu length %u failed: %s (NBD error %u)",
+			        c->name, met_op_name(r->op), (unsigned long long)r->offset, r->length,
+			        tdo_strerror(cause), nerr);
+		} else {
+			c->err_quiet++;
+		}
+	}
 	c->inflight--;
 	free(r);
 	conn_request_done(c);

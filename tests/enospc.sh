@@ -53,6 +53,9 @@ check "the cause is logged" grep -q "log write failed: No space left on device" 
 timeout 30 "$BUILD"/testudo-bench "$U" --rw randwrite --bs 4k --qd 4 --time 1 --quiet >/dev/null 2>&1
 rc=$?
 check "later writes fail at once, exit $rc" test "$rc" != 0 -a "$rc" != 124
+lines=$(grep -c "failed: " "$D/log")
+check "failed requests do not flood the log ($lines lines)" test "$lines" -lt 200
+check "the unlogged ones are counted" grep -q "more requests failed and were not logged one by one" "$D/log"
 kill "$PID"
 for _ in $(seq 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
 check "SIGTERM stops the daemon" bash -c "! kill -0 $PID 2>/dev/null"
