@@ -176,27 +176,50 @@ static void test_unreadable_page_is_eio_in_a_worker(void **state)
 	}
 }
 
+/* Fork. The child starts with DISP for SIGBUS (not cmocka's handler),
+ * opens the device, so that the engine's handler goes in front, and gets
+ * 0; the parent gets the child's pid. */
+static pid_t fork_open(struct fx *f, void (*disp)(int))
+{
+	pid_t p = fork();
+
+	assert_true(p >= 0);
+	if (p == 0) {
+		signal(SIGBUS, disp);
+		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
+			_exit(3);
+	}
+	return p;
+}
+
+/* In a child: cut the file short, then touch the mapping past the cut
+ * outside dev_map_read. */
+static void touch_past_cut(struct fx *f)
+{
+	if (truncate(f->path, CUT_TO))
+		_exit(4);
+	volatile uint8_t x = f->d.map[600u << 10];
+	(void)x;
+	_exit(0);
+}
+
+static int wait_child(pid_t p)
+{
+	int st;
+
+	assert_int_equal(waitpid(p, &st, 0), p);
+	return st;
+}
+
 static void test_other_sigbus_still_kills(void **state)
 {
 	struct fx *f = *state;
+	pid_t p = fork_open(f, SIG_DFL);
 	int st;
-	pid_t p;
 
-	p = fork();
-	assert_true(p >= 0);
-	if (p == 0) {
-		/* no handler before ours (not cmocka's either); then touch the
-		 * mapping outside dev_map_read */
-		signal(SIGBUS, SIG_DFL);
-		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
-			_exit(3);
-		if (truncate(f->path, CUT_TO))
-			_exit(4);
-		volatile uint8_t x = f->d.map[600u << 10];
-		(void)x;
-		_exit(0);
-	}
-	assert_int_equal(waitpid(p, &st, 0), p);
+	if (p == 0)
+		touch_past_cut(f);
+	st = wait_child(p);
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGBUS);
 }
@@ -218,24 +241,20 @@ static void h_chain(int sig, siginfo_t *si, void *uc)
 static void test_chained_handler_no_loop(void **state)
 {
 	struct fx *f = *state;
-	struct sigaction sa;
 	int pfd[2], st;
 	char c = 0;
 	pid_t p;
 
 	assert_int_equal(pipe(pfd), 0);
-	p = fork();
-	assert_true(p >= 0);
+	p = fork_open(f, SIG_DFL);
 	if (p == 0) {
+		struct sigaction sa;
 		struct dev d2;
 		char path2[300];
 		int fd;
 
 		close(pfd[0]);
 		h_pipe = pfd[1];
-		signal(SIGBUS, SIG_DFL);
-		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
-			_exit(3);
 		memset(&sa, 0, sizeof sa);
 		sa.sa_sigaction = h_chain;
 		sa.sa_flags = SA_SIGINFO | SA_NODEFER;
@@ -249,14 +268,10 @@ static void test_chained_handler_no_loop(void **state)
 		if (dev_open(&d2, path2, TDO_BACKEND_FILE, false, 0, false) || !d2.map)
 			_exit(3);
 		unlink(path2);
-		if (truncate(f->path, CUT_TO))
-			_exit(4);
-		volatile uint8_t x = f->d.map[600u << 10];
-		(void)x;
-		_exit(0);
+		touch_past_cut(f);
 	}
 	close(pfd[1]);
-	assert_int_equal(waitpid(p, &st, 0), p);
+	st = wait_child(p);
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGBUS);
 	assert_int_equal(read(pfd[0], &c, 1), 1);
@@ -269,19 +284,14 @@ static void test_chained_handler_no_loop(void **state)
 static void test_ignored_kill_stays_ignored(void **state)
 {
 	struct fx *f = *state;
+	pid_t p = fork_open(f, SIG_IGN);
 	int st;
-	pid_t p;
 
-	p = fork();
-	assert_true(p >= 0);
 	if (p == 0) {
-		signal(SIGBUS, SIG_IGN);
-		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
-			_exit(3);
 		raise(SIGBUS);
 		_exit(0);
 	}
-	assert_int_equal(waitpid(p, &st, 0), p);
+	st = wait_child(p);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
