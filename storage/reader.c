@@ -254,12 +254,12 @@ static void deferred_checked(void *arg, int status)
 	read_checked(arg);
 }
 
-/* io_uring: the reads go out from this loop turn's prepare handle. */
+/* io_uring: the reads go out from this loop turn's prepare handle.
+ * j->nops holds their count (plan with io_count). */
 static int dispatch_ring(struct tdo_engine *e, struct rjob *j)
 {
 	int err;
 
-	plan(j, io_count);
 	if (j->nops && !(j->ops = calloc(j->nops, sizeof *j->ops)))
 		return -ENOMEM;
 	j->nops = 0;
@@ -301,14 +301,14 @@ static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
 	}
 	seg_refs(e, j, +1);
 	e->reads_inflight++;
-	if (e->ur && e->dev.map) {
+	if (e->ur) {
 		plan(j, io_count);
-		scattered = j->nops >= RD_SCATTERED;
-		j->nops = 0;
+		scattered = e->dev.map && j->nops >= RD_SCATTERED;
 	}
 	if (e->ur && !scattered) {
 		err = dispatch_ring(e, j);
 	} else {
+		j->nops = 0;
 		j->work.data = j;
 		err = uv_queue_work(e->loop, &j->work, read_work, read_after);
 	}
