@@ -28,26 +28,30 @@
 #define DELTA_MAX  ((1ull << IDX_DELTA_BITS) - 1)
 #define BASE_SLACK (1ull << (IDX_DELTA_BITS - 1))
 
-static void chunk_put(struct idx_chunk *c, uint32_t i, struct tdo_ie e)
+/* E as a narrow entry at P, its LSN counted from BASE (idx_unpack's
+ * inverse; the caller has checked that the LSN fits). */
+static void idx_pack(uint8_t *p, uint64_t base, struct tdo_ie e)
 {
-	uint8_t *p;
 	uint64_t lo, hi, sector;
 
-	if (c->wide) {
-		memcpy(c->e + (size_t)i * sizeof e, &e, sizeof e);
-		return;
-	}
-	p = c->e + (size_t)i * IDX_NARROW;
 	if (ie_kind(e) == TDO_IE_HOLE) {
 		memset(p, 0, IDX_NARROW);
 		return;
 	}
 	sector = ie_sector(e);
-	lo = (ie_lsn(e) - c->base) | (uint64_t)ie_kind(e) << IDX_DELTA_BITS |
+	lo = (ie_lsn(e) - base) | (uint64_t)ie_kind(e) << IDX_DELTA_BITS |
 	     (uint64_t)ie_nsect(e) << 42 | (sector & 0x3ffff) << 46;
 	hi = (sector >> 18) | (uint64_t)e.ie_c << 24;
 	memcpy(p, &lo, 8);
 	memcpy(p + 8, &hi, 7);
+}
+
+static void chunk_put(struct idx_chunk *c, uint32_t i, struct tdo_ie e)
+{
+	if (c->wide)
+		memcpy(c->e + (size_t)i * sizeof e, &e, sizeof e);
+	else
+		idx_pack(c->e + (size_t)i * IDX_NARROW, c->base, e);
 }
 
 static bool chunk_fits(const struct idx_chunk *c, uint64_t lsn)
@@ -83,20 +87,14 @@ static int chunk_make_room(struct idx *x, uint64_t ci, uint32_t slot, uint64_t l
 	}
 	if (hi - lo <= DELTA_MAX) {
 		/* a quarter of the spare room below, the rest above: LSNs grow */
-		uint64_t below = (DELTA_MAX - (hi - lo)) / 4, old_base = c->base;
+		uint64_t below = (DELTA_MAX - (hi - lo)) / 4;
 		uint64_t base = lo - (lo < below ? lo : below);
 
 		for (uint32_t i = 0; i < IDX_CHUNK; i++) {
-			struct tdo_ie e;
+			uint8_t *p = c->e + (size_t)i * IDX_NARROW;
 
-			if (i == slot)
-				continue; /* overwritten next */
-			c->base = old_base;
-			e = idx_chunk_get(c, i);
-			if (ie_kind(e) == TDO_IE_HOLE)
-				continue;
-			c->base = base;
-			chunk_put(c, i, e);
+			if (i != slot) /* the slot is overwritten next */
+				idx_pack(p, base, idx_unpack(p, c->base));
 		}
 		c->base = base;
 		return 0;

@@ -54,7 +54,7 @@ struct dev {
 	int is_blockdev;
 	uint64_t size;
 	char *pmem;                 /* pmem backend: the mapping */
-	const uint8_t *map;         /* file without O_DIRECT: read-only mapping for page-cache hits (reader.c) */
+	const uint8_t *map;         /* file without O_DIRECT: read-only mapping for scattered reads (reader.c) */
 	size_t pmem_len;
 	int pmem_is_pmem;
 	/* fault injection */
@@ -190,25 +190,29 @@ struct idx {
 };
 int idx_init(struct idx *x, uint64_t nblocks);
 void idx_free(struct idx *x);
-/* Entry I of chunk C (a HOLE is all zero). */
-static inline struct tdo_ie idx_chunk_get(const struct idx_chunk *c, uint32_t i)
+/* The narrow entry at P, its LSN counted from BASE (a HOLE is all zero). */
+static inline struct tdo_ie idx_unpack(const uint8_t *p, uint64_t base)
 {
 	struct tdo_ie e = { 0, 0, 0 };
 	uint64_t lo, hi = 0, sector;
-	const uint8_t *p;
 
-	if (c->wide) {
-		memcpy(&e, c->e + (size_t)i * sizeof e, sizeof e);
-		return e;
-	}
-	p = c->e + (size_t)i * IDX_NARROW;
 	memcpy(&lo, p, 8);
 	if (!((lo >> IDX_DELTA_BITS) & 3))
 		return e;
 	memcpy(&hi, p + 8, 7);
 	sector = (lo >> 46) | ((hi & 0xffffff) << 18);
-	return ie_make((int)((lo >> IDX_DELTA_BITS) & 3), c->base + (lo & ((1ull << IDX_DELTA_BITS) - 1)),
+	return ie_make((int)((lo >> IDX_DELTA_BITS) & 3), base + (lo & ((1ull << IDX_DELTA_BITS) - 1)),
 	               sector, (unsigned)((lo >> 42) & 15), (uint32_t)(hi >> 24));
+}
+/* Entry I of chunk C. */
+static inline struct tdo_ie idx_chunk_get(const struct idx_chunk *c, uint32_t i)
+{
+	struct tdo_ie e;
+
+	if (!c->wide)
+		return idx_unpack(c->e + (size_t)i * IDX_NARROW, c->base);
+	memcpy(&e, c->e + (size_t)i * sizeof e, sizeof e);
+	return e;
 }
 static inline struct tdo_ie idx_get(const struct idx *x, uint64_t b)
 {
