@@ -183,13 +183,6 @@ int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static bool getenv_is1(const char *name)
-{
-	const char *s = getenv(name);
-
-	return s && *s == '1';
-}
-
 static void fi_init(struct dev *d)
 {
 	const char *s = getenv("TDO_FAULT_POWERCUT");
@@ -207,8 +200,7 @@ static void fi_init(struct dev *d)
 	s = getenv("TDO_FAULT_EIO_WRITE");
 	if (s && *s)
 		d->fi_eio_at = strtol(s, NULL, 10);
-	s = getenv("TDO_FAULT_SKIP_SYNC");
-	d->fi_skip_sync = s && *s == '1';
+	d->fi_skip_sync = tdo_env_on("TDO_FAULT_SKIP_SYNC");
 }
 
 /* The power goes out: each 4 KiB page of each write not yet durable
@@ -399,7 +391,7 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
 
 	/* buffered file: scattered reads copy from a mapping (reader.c);
 	 * none when TDO_NO_MAPPED_READS=1 or mmap fails */
-	if (!d->direct && !d->is_blockdev && d->size && !getenv_is1("TDO_NO_MAPPED_READS")) {
+	if (!d->direct && !d->is_blockdev && d->size && !tdo_env_on("TDO_NO_MAPPED_READS")) {
 		void *m = mmap(NULL, d->size, PROT_READ, MAP_SHARED, d->fd, 0);
 
 		d->map = m == MAP_FAILED ? NULL : m;

@@ -206,10 +206,9 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 void ur_init(struct tdo_engine *e)
 {
 	struct uring *u;
-	const char *no = getenv("TDO_NO_URING");
 	int r;
 
-	if (e->dev.pmem || (no && *no == '1'))
+	if (e->dev.pmem || tdo_env_on("TDO_NO_URING"))
 		return;
 	u = calloc(1, sizeof *u);
 	if (!u)

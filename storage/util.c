@@ -119,6 +119,13 @@ char *tdo_format_size(uint64_t b, char *buf, size_t len)
 uint64_t tdo_csum_avx2(const void *p, size_t len); /* csum_avx2.c */
 #endif
 
+bool tdo_env_on(const char *name)
+{
+	const char *s = getenv(name);
+
+	return s && *s == '1';
+}
+
 uint64_t tdo_csum(const void *p, size_t len)
 {
 #if defined(TDO_CSUM_AVX2) && defined(__x86_64__)

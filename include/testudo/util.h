@@ -6,6 +6,7 @@
 #ifndef TESTUDO_UTIL_H
 #define TESTUDO_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,5 +35,9 @@ uint64_t tdo_csum_two(const void *a, size_t alen, const void *b, size_t blen);
 
 /* Monotonic microseconds. */
 uint64_t tdo_now_usec(void);
+
+/* Is environment variable NAME set to 1? (The test and tuning switches:
+ * TDO_NO_URING, TDO_NO_MAPPED_READS, TDO_FAULT_SKIP_SYNC.) */
+bool tdo_env_on(const char *name);
 
 #endif
