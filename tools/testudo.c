@@ -155,31 +155,55 @@ static int session_close(struct session *s)
 
 /* ---- commands ----------------------------------------------------------- */
 
-struct fill_progress {
-	uint64_t t0, last_print;
+/* A progress line on a terminal, redrawn at most 5 times a second. */
+struct progress {
+	const char *what;
+	bool tty;
 	bool printed;
+	uint64_t t0, last_print, shown;  /* SHOWN: done, as last drawn */
 };
 
-static void format_progress(void *arg, uint64_t done, uint64_t total)
+static void progress_init(struct progress *p, const char *what)
 {
-	struct fill_progress *p = arg;
+	p->what = what;
+	p->tty = isatty(STDERR_FILENO);
+	p->printed = false;
+	p->t0 = tdo_now_usec();
+	p->last_print = 0;
+	p->shown = 0;
+}
+
+/* FINAL: the last one, drawn whatever the time, and the line ended. */
+static void progress_show(struct progress *p, uint64_t done, uint64_t total, bool final)
+{
 	uint64_t now = tdo_now_usec();
 	char a[32], b[32];
 
-	if (done < total && now - p->last_print < 200000)
+	if (!p->tty || (!final && done < total && now - p->last_print < 200000))
 		return;
+	if (p->printed && done == p->shown)
+		goto end; /* already on the screen */
 	p->last_print = now;
 	p->printed = true;
-	fprintf(stderr, "\rwriting zeros into the file's holes: %s of %s (%3.0f%%) %.1f MiB/s   ",
+	p->shown = done;
+	fprintf(stderr, "\r%s %s of %s (%3.0f%%) %.1f MiB/s   ", p->what,
 	        tdo_format_size(done, a, sizeof a), tdo_format_size(total, b, sizeof b),
 	        total ? 100.0 * (double)done / (double)total : 100.0,
 	        (double)done / 1048576.0 / ((double)(now - p->t0 + 1) / 1e6));
+end:
+	if (final)
+		fputc('\n', stderr);
+}
+
+static void format_progress(void *arg, uint64_t done, uint64_t total)
+{
+	progress_show(arg, done, total, false);
 }
 
 static int cmd_format(int argc, char **argv)
 {
 	struct tdo_format_opts o = { 0 };
-	struct fill_progress fp = { tdo_now_usec(), 0, false };
+	struct progress fp;
 	const char *path = NULL;
 	char a[32], b[32], c[32];
 	int err;
@@ -215,10 +239,9 @@ static int cmd_format(int argc, char **argv)
 		return die("format: which device? (testudo format PATH [--size SIZE])");
 	if (o.seg_size && (o.seg_size < (1u << 20) || o.seg_size % (1u << 20) || o.seg_size > (1ull << 31)))
 		return die("segment size must be a multiple of 1 MiB between 1 MiB and 2 GiB");
-	if (isatty(STDERR_FILENO)) {
-		o.progress = format_progress;
-		o.progress_arg = &fp;
-	}
+	progress_init(&fp, "writing zeros into the file's holes:");
+	o.progress = format_progress;
+	o.progress_arg = &fp;
 	err = tdo_format(path, &o);
 	if (fp.printed)
 		fputc('\n', stderr);
@@ -277,25 +300,13 @@ struct xfer {
 	uint64_t size, next, done;
 	int inflight, err;
 	bool import;
-	bool tty;
-	uint64_t t0, last_print;
+	struct progress prog;
 	struct slot { uint8_t *buf; uint64_t off; uint32_t len; struct xfer *x; } slots[IO_QD];
 };
 
 static void xfer_progress(struct xfer *x, bool final)
 {
-	uint64_t now = tdo_now_usec();
-	char a[32], b[32];
-
-	if (!x->tty || (!final && now - x->last_print < 200000))
-		return;
-	x->last_print = now;
-	fprintf(stderr, "\r%s %s of %s (%3.0f%%) %.1f MiB/s   ", x->import ? "imported" : "exported",
-	        tdo_format_size(x->done, a, sizeof a), tdo_format_size(x->size, b, sizeof b),
-	        x->size ? 100.0 * (double)x->done / (double)x->size : 100.0,
-	        (double)x->done / 1048576.0 / ((double)(now - x->t0 + 1) / 1e6));
-	if (final)
-		fputc('\n', stderr);
+	progress_show(&x->prog, x->done, x->size, final);
 }
 
 static void xfer_next(struct slot *sl);
@@ -367,8 +378,7 @@ static int cmd_transfer(struct session *s, const char *name, const char *file, b
 	x.s = s;
 	x.vol = vi.id;
 	x.import = import;
-	x.tty = isatty(STDERR_FILENO);
-	x.t0 = tdo_now_usec();
+	progress_init(&x.prog, import ? "imported" : "exported");
 	x.fd = import ? open(file, O_RDONLY | O_CLOEXEC) : open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (x.fd < 0)
 		return die("%s: %s", file, strerror(errno));
