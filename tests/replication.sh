@@ -266,9 +266,13 @@ elif what in ("bad-conf", "short-write"):
 PYEOF
 }
 EPOCH=$(($(field "$N" v1 epoch) - 1))
+# the real n1 is frozen meanwhile: it redials n3 as soon as the fake takes
+# its place, and its connection would replace the fake's mid-handshake
+kill -STOP "${CL_PID[1]}"
 step "fencing: n3 refuses a write of the older epoch $EPOCH with ESTALE" fake_peer stale-write
 step "an invalid volume configuration closes that connection" fake_peer bad-conf
 step "a truncated write message closes that connection" fake_peer short-write
+kill -CONT "${CL_PID[1]}"
 step "n3 still runs, and it logged why" bash -c "kill -0 ${CL_PID[3]} && grep -q 'an invalid volume configuration' '$D/n3/log' && grep -q 'malformed volume message' '$D/n3/log'"
 step "everything in-sync again after the fake peer" wait_for "all in-sync" 60 all_in_sync "$N" v1
 step "replicas identical: the refused write changed nothing" identical "$N"

@@ -28,8 +28,16 @@ run() {
 		failed=$((failed + 1))
 		failed_names+=("$name")
 		printf 'FAIL %-36s %4ss\n' "$name" $((SECONDS - t0))
-		tail -n 30 "$LOG" | sed 's/^/    /'
+		show_failure
 	fi
+}
+
+# what a failed test printed: its failed steps first (CI keeps only part
+# of a long output), then the end of its log
+show_failure() {
+	grep -n -A16 -E '^FAILED|ERROR: .*Sanitizer|runtime error:' "$LOG" | head -n 60 | sed 's/^/    /'
+	echo "    -- last lines:"
+	tail -n 30 "$LOG" | sed 's/^/    /'
 }
 
 # a test that must FAIL: the witness catches a broken engine
@@ -58,7 +66,7 @@ run_must_fail() {
 		failed=$((failed + 1))
 		failed_names+=("$name")
 		printf 'FAIL %-36s %4ss  (failed, but not with /%s/)\n' "$name" $((SECONDS - t0)) "$pattern"
-		tail -n 30 "$LOG" | sed 's/^/    /'
+		show_failure
 	else
 		passed=$((passed + 1))
 		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -oE "$pattern" "$LOG" | tail -1)"
