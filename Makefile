@@ -38,8 +38,8 @@ TB_SRC      := $(wildcard bench/testudo-bench/*.c)
 TB_OBJ      := $(TB_SRC:%.c=$(BUILD)/%.o)
 
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
-# the daemon's NBD code without main.c, for the fuzz harness
-NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin.o,$(SERVER_OBJ))
+# the daemon's NBD code without main.c and the admin endpoint, for the fuzz harness
+NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin%.o $(BUILD)/server/http%.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
 .PHONY: all check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy bench-replication demo fuzz e2e-kernel

@@ -1,12 +1,111 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Additions to the contract in internal.h that only metrics.c and
- * admin.c use (kept apart so internal.h stays the shared interface).
+ * The admin endpoint's internals, grouped by the file that defines them:
+ * http.c (connections and framing), admin.c (routes and handlers),
+ * admin_render.c (/v1/status and /metrics) and metrics.c. internal.h
+ * holds what the rest of the daemon calls.
  */
 #ifndef TESTUDO_SERVER_ADMIN_H
 #define TESTUDO_SERVER_ADMIN_H
 
+#include <jansson.h>
+
 #include "internal.h"
+
+/* ---- http.c: connections, framing, replies ------------------------------- */
+
+/* The endpoint: one per daemon, hung off d->admin_listener.data. */
+struct admin {
+	struct daemon *d;
+	struct aconn *conns;        /* every connection not yet freed */
+	unsigned nconns;
+	bool shutting;              /* http_shutdown() called */
+	bool listener_closed;
+	uint64_t requests, conns_total;
+};
+
+enum aconn_state {
+	AS_HEAD,                    /* reading the request line and headers */
+	AS_BODY,                    /* reading req.body_len bytes of body */
+	AS_ENGINE,                  /* a volume operation is with the engine */
+	AS_WRITING,                 /* the reply is being written */
+	AS_LINGER,                  /* final reply sent, write side shut: draining input */
+	AS_CLOSING,                 /* uv_close called; freed by the last callback */
+};
+
+/*
+ * One client connection. Invariants: reading is on only in AS_HEAD,
+ * AS_BODY and AS_LINGER; in[0, in_len) are bytes read and not yet
+ * consumed, the current request first. Only http.c writes state, refs,
+ * reading and the input; admin.c reads the request and keeps its volume
+ * operation in op*.
+ */
+struct aconn {
+	struct aconn *next, *prev;  /* admin.conns */
+	struct admin *a;
+	uv_tcp_t tcp;
+	uv_timer_t timer;           /* request, idle, write and linger deadline */
+	uv_shutdown_t shut;
+	int refs;                   /* open handles + engine operations pending */
+	int state;                  /* enum aconn_state */
+	bool reading;
+	char peer[64];
+
+	char *in;
+	size_t in_len, in_cap;
+
+	/* the request being handled; offsets into in (it may move) */
+	struct {
+		char method[16];
+		size_t target_off, target_len;
+		size_t head_len;        /* request line + headers + blank line */
+		size_t body_len;        /* Content-Length */
+		int minor;              /* HTTP/1.<minor> */
+		bool keep_alive;
+		bool expect_continue, continue_sent;
+		bool head_only;         /* HEAD: headers without the body */
+	} req;
+
+	/* the volume operation with the engine (AS_ENGINE) */
+	int op;                     /* enum vol_op (admin.c) */
+	char op_name[TDO_NAME_MAX + 1];
+	uint64_t op_size;
+	uint32_t op_flags;
+
+	bool close_after;           /* the reply being written is the last */
+};
+
+/* Listening and shutting down: internal.h. */
+
+/* The reason phrase of STATUS ("Unknown" for one we never send). */
+const char *http_reason(int status);
+/*
+ * Send the reply to the current request: STATUS, content type, EXTRA
+ * header lines (each ending in CRLF; may be NULL) and BODY (copied).
+ * Reading stays off until it is written.
+ */
+void http_reply(struct aconn *c, int status, const char *ctype, const char *extra,
+                const char *body, size_t blen);
+/* The request goes to the engine: stop reading and keep C until http_release(). */
+void http_hold(struct aconn *c);
+/* Drop what http_hold() took; if C was closed meanwhile it may be freed:
+ * do not touch it after, unless its state was not AS_CLOSING. */
+void http_release(struct aconn *c);
+
+/* ---- admin.c: routes and handlers ------------------------------------------ */
+
+/* Answer the complete request in C (body at c->in + c->req.head_len), at
+ * once or from an engine callback; either way through http_reply(). */
+void admin_dispatch(struct aconn *c);
+/* Reply STATUS with {"error": MSG}: the one error body, http.c's too. */
+void admin_reply_error(struct aconn *c, int status, const char *msg);
+
+/* ---- admin_render.c: /v1/status and /metrics -------------------------------- */
+
+/* The daemon's state as GET /v1/status shows it; NULL when out of memory. */
+json_t *render_status(struct daemon *d);
+/* Every figure in Prometheus text; *LEN bytes, caller frees; NULL when out of memory. */
+char *render_metrics(struct admin *a, size_t *len);
 
 /* ---- metrics.c ---------------------------------------------------------- */
 

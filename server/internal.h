@@ -74,9 +74,12 @@ int nbd_conn_count(struct daemon *d, const char *name);
  * delete): requests in flight still complete, nothing more is read. */
 void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why);
 
-/* ---- admin.c: HTTP/JSON admin endpoint and /metrics ----------------------- */
+/* ---- http.c: the admin endpoint (HTTP/JSON, /metrics; admin.h) ----------- */
 
-int admin_listen(struct daemon *d, const char *host, int port);
-void admin_shutdown(struct daemon *d);
+/* Serve the admin API on HOST:PORT; its address goes to d->admin_addr. */
+int http_listen(struct daemon *d, const char *host, int port);
+/* Stop accepting and close every admin connection, but let one waiting on
+ * the engine get its reply first. */
+void http_shutdown(struct daemon *d);
 
 #endif

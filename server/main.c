@@ -219,7 +219,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	tdo_log(TDO_LOG_INFO, "testudod", "signal %d: stopping (in-flight requests complete first)", signum);
 	D.stopping = true;
 	nbd_shutdown(&D);
-	admin_shutdown(&D);
+	http_shutdown(&D);
 	/* the cluster stays up while clients drain: their writes wait on replicas */
 	if (!D.conns)
 		daemon_conns_drained(&D);
@@ -240,7 +240,7 @@ static int bail(uv_loop_t *loop, int code)
 	tdo_cluster_stop(D.cluster);
 	if (D.nbd_listener.loop)
 		nbd_shutdown(&D);
-	admin_shutdown(&D);
+	http_shutdown(&D);
 	if (D.engine) {
 		D.stopping = true;
 		tdo_engine_close(D.engine, engine_closed, NULL);
@@ -426,7 +426,7 @@ int main(int argc, char **argv)
 	printf("listening nbd %s\n", D.nbd_addr);
 	fflush(stdout);
 	err = 0;
-	if (tdo_parse_hostport(st.admin, host, sizeof host, &port) || (err = admin_listen(&D, host, port))) {
+	if (tdo_parse_hostport(st.admin, host, sizeof host, &port) || (err = http_listen(&D, host, port))) {
 		fprintf(stderr, "testudod: cannot listen for admin on %s: %s\n", st.admin,
 		        err ? uv_strerror(err) : "expected HOST:PORT");
 		return bail(&loop, 1);

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: what GET /v1/status and GET /metrics say: the daemon's state as
+ * JSON, and the engine's, the NBD front end's and the admin endpoint's
+ * figures as Prometheus text (format 0.0.4).
+ *
+ * What: render_status() and render_metrics() take a snapshot of the
+ * engine's statistics, the volume list, the counters metrics.c keeps and
+ * the cluster's view of its peers, and return it rendered; admin.c sends
+ * it. Every volume is listed, with zeroes until its first request.
+ *
+ * Why this way: rendering apart from routing and from the counters, so
+ * that what /metrics says can be read in one place and the request path
+ * (metrics.c) stays free of text.
+ *
+ * Must never: block the loop or keep anything between calls; a failed
+ * allocation fails the whole rendering (NULL), never a partial text.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "internal.h"
+#include "testudo/vtier.h"
+#include "admin.h"
+
+/* A growable string; oom is sticky and the text is then unusable. */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->oom)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->oom = true;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t ncap = b->cap ? b->cap * 2 : 4096;
+		while (ncap - b->len <= (size_t)n)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (!np) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = ncap;
+	}
+}
+
+/* Microseconds as decimal seconds, exactly. */
+static void sb_seconds(struct sbuf *b, uint64_t usec)
+{
+	sb_printf(b, "%" PRIu64 ".%06" PRIu64, usec / 1000000, usec % 1000000);
+}
+
+/* ---- status and metrics ---------------------------------------------------- */
+
+/* (user + cleaner) / user payload bytes; 1 before anything was written. */
+static double write_amp(const struct tdo_engine_stats *st)
+{
+	if (st->user_bytes == 0)
+		return 1.0;
+	return (double)(st->user_bytes + st->clean_bytes) / (double)st->user_bytes;
+}
+
+/* This node, its peer listener and what it knows of each peer. */
+static json_t *cluster_json(struct daemon *d)
+{
+	struct tdo_peer_info pi[TDO_MAX_PEERS];
+	int n = tdo_cluster_peers(d->cluster, pi, TDO_MAX_PEERS);
+	uint64_t now = tdo_now_usec();
+	json_t *peers = json_array();
+
+	for (int i = 0; i < n && i < TDO_MAX_PEERS; i++)
+		json_array_append_new(peers, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:s}",
+		        "id", pi[i].id, "address", pi[i].address, "state", tdo_peer_state_name(pi[i].state),
+		        "dialled_by", pi[i].dials ? "us" : "peer",
+		        "state_seconds", (double)(now - pi[i].since_usec) / 1e6,
+		        "connects", (json_int_t)pi[i].connects, "drops", (json_int_t)pi[i].drops,
+		        "last_error", pi[i].last_error));
+	return json_pack("{s:s, s:s, s:s, s:o}", "name", tdo_cluster_name(d->cluster),
+	                 "node_id", tdo_cluster_node_id(d->cluster), "repl", d->repl_addr, "peers", peers);
+}
+
+json_t *render_status(struct daemon *d)
+{
+	struct tdo_engine_stats st;
+	struct tdo_vol_info one;
+	json_t *eng, *j;
+
+	tdo_engine_stats(d->engine, &st);
+	eng = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+	                " s:{s:i, s:i, s:i}, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+	                "device_bytes", (json_int_t)st.dev_size,
+	                "segment_bytes", (json_int_t)st.seg_size,
+	                "capacity", (json_int_t)st.capacity,
+	                "volume_bytes", (json_int_t)st.vol_bytes,
+	                "live_bytes", (json_int_t)st.live_bytes,
+	                "user_bytes", (json_int_t)st.user_bytes,
+	                "log_bytes", (json_int_t)st.log_bytes,
+	                "cleaner_bytes", (json_int_t)st.clean_bytes,
+	                "segments", "total", (int)st.seg_count, "used", (int)st.seg_used, "free", (int)st.seg_free,
+	                "write_amplification", write_amp(&st),
+	                "segments_cleaned", (json_int_t)st.segs_cleaned,
+	                "checkpoints", (json_int_t)st.ckpt_count,
+	                "batches", (json_int_t)st.batches,
+	                "batch_records", (json_int_t)st.batch_recs,
+	                "index_bytes", (json_int_t)st.index_bytes,
+	                "read_errors", (json_int_t)st.read_errors,
+	                "recovery_usec", (json_int_t)st.recovery_usec,
+	                "replayed_batches", (json_int_t)st.replayed_batches,
+	                "poisoned", st.poisoned);
+	j = json_pack("{s:s, s:{s:s, s:s}, s:I, s:i, s:i, s:o}",
+	              "device", d->device ? d->device : "",
+	              "listeners", "nbd", d->nbd_addr, "admin", d->admin_addr,
+	              "uptime_seconds", (json_int_t)((tdo_now_usec() - d->started_usec) / 1000000),
+	              "volumes", tdo_vol_list(d->engine, &one, 0),
+	              "connections", nbd_conn_count(d, NULL),
+	              "engine", eng);
+	if (j && d->cluster) {
+		json_t *cl = cluster_json(d);
+		if (cl && d->vtier)
+			json_object_set_new(cl, "volumes", tdo_vtier_status(d->vtier));
+		json_object_set_new(j, "cluster", cl);
+	}
+	return j;
+}
+
+static void prom_family(struct sbuf *b, const char *name, const char *type, const char *help)
+{
+	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_u64(struct sbuf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+	prom_family(b, name, type, help);
+	sb_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+/* Label values: names are [A-Za-z0-9._-] today; escape anyway. */
+static void prom_label(struct sbuf *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			sb_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			sb_printf(b, "\\n");
+		else
+			sb_printf(b, "%c", *s);
+	}
+}
+
+static void prom_vol(struct sbuf *b, const char *metric, const char *vol)
+{
+	sb_printf(b, "%s{volume=\"", metric);
+	prom_label(b, vol);
+	sb_printf(b, "\"");
+}
+
+char *render_metrics(struct admin *a, size_t *len)
+{
+	struct daemon *d = a->d;
+	struct metrics *m = &d->met;
+	struct tdo_engine_stats st;
+	struct tdo_vol_info one, *vi;
+	struct sbuf b = { 0 };
+	int n;
+
+	tdo_engine_stats(d->engine, &st);
+	n = tdo_vol_list(d->engine, &one, 0);
+	vi = calloc((size_t)n + 1, sizeof *vi);
+	if (!vi)
+		return NULL;
+	n = tdo_vol_list(d->engine, vi, n);
+	/* every volume is listed, with zeroes until its first request */
+	for (int i = 0; i < n; i++)
+		met_vol(m, vi[i].name);
+
+	prom_family(&b, "testudo_volume_size_bytes", "gauge", "Volume size.");
+	for (int i = 0; i < n; i++) {
+		prom_vol(&b, "testudo_volume_size_bytes", vi[i].name);
+		sb_printf(&b, "} %" PRIu64 "\n", vi[i].size);
+	}
+	prom_family(&b, "testudo_volume_used_bytes", "gauge", "Live payload bytes of the volume on the device.");
+	for (int i = 0; i < n; i++) {
+		prom_vol(&b, "testudo_volume_used_bytes", vi[i].name);
+		sb_printf(&b, "} %" PRIu64 "\n", vi[i].used_bytes);
+	}
+	prom_family(&b, "testudo_volume_lsn", "gauge", "Newest LSN assigned in the volume.");
+	for (int i = 0; i < n; i++) {
+		prom_vol(&b, "testudo_volume_lsn", vi[i].name);
+		sb_printf(&b, "} %" PRIu64 "\n", vi[i].lsn);
+	}
+	prom_family(&b, "testudo_volume_connections", "gauge", "Open NBD connections attached to the volume.");
+	for (int i = 0; i < n; i++) {
+		prom_vol(&b, "testudo_volume_connections", vi[i].name);
+		sb_printf(&b, "} %d\n", nbd_conn_count(d, vi[i].name));
+	}
+	free(vi);
+
+	prom_family(&b, "testudo_volume_ops_total", "counter", "NBD requests completed, by volume and operation.");
+	for (uint32_t i = 0; i < m->nvols; i++)
+		for (int op = 0; op < MET_NOPS && m->vols[i].name[0]; op++) {
+			prom_vol(&b, "testudo_volume_ops_total", m->vols[i].name);
+			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].ops[op]);
+		}
+	prom_family(&b, "testudo_volume_errors_total", "counter", "NBD requests that failed, by volume and operation.");
+	for (uint32_t i = 0; i < m->nvols; i++)
+		for (int op = 0; op < MET_NOPS && m->vols[i].name[0]; op++) {
+			prom_vol(&b, "testudo_volume_errors_total", m->vols[i].name);
+			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].errors[op]);
+		}
+	prom_family(&b, "testudo_volume_read_bytes_total", "counter", "Bytes read by NBD clients.");
+	for (uint32_t i = 0; i < m->nvols; i++)
+		if (m->vols[i].name[0]) {
+			prom_vol(&b, "testudo_volume_read_bytes_total", m->vols[i].name);
+			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_read);
+		}
+	prom_family(&b, "testudo_volume_written_bytes_total", "counter", "Bytes written by NBD clients.");
+	for (uint32_t i = 0; i < m->nvols; i++)
+		if (m->vols[i].name[0]) {
+			prom_vol(&b, "testudo_volume_written_bytes_total", m->vols[i].name);
+			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_written);
+		}
+	prom_family(&b, "testudo_volume_request_duration_seconds", "histogram",
+	            "NBD request latency, by volume and operation (operations seen so far).");
+	for (uint32_t i = 0; i < m->nvols; i++) {
+		const struct met_vol *v = &m->vols[i];
+		for (int op = 0; op < MET_NOPS && v->name[0]; op++) {
+			const struct met_hist *h = &v->lat[op];
+			if (h->count == 0)
+				continue;
+			for (int k = 0; k < MET_BUCKETS; k++) {
+				prom_vol(&b, "testudo_volume_request_duration_seconds_bucket", v->name);
+				sb_printf(&b, ",op=\"%s\",le=\"", met_op_name(op));
+				sb_seconds(&b, UINT64_C(1) << k);
+				sb_printf(&b, "\"} %" PRIu64 "\n", h->bucket[k]);
+			}
+			prom_vol(&b, "testudo_volume_request_duration_seconds_bucket", v->name);
+			sb_printf(&b, ",op=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", met_op_name(op), h->count);
+			prom_vol(&b, "testudo_volume_request_duration_seconds_sum", v->name);
+			sb_printf(&b, ",op=\"%s\"} ", met_op_name(op));
+			sb_seconds(&b, h->sum_usec);
+			sb_printf(&b, "\n");
+			prom_vol(&b, "testudo_volume_request_duration_seconds_count", v->name);
+			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), h->count);
+		}
+	}
+
+	prom_u64(&b, "testudo_volumes", "gauge", "Volumes on the device.", (uint64_t)n);
+	prom_u64(&b, "testudo_engine_capacity_bytes", "gauge", "Bytes volumes may total.", st.capacity);
+	prom_u64(&b, "testudo_engine_volume_bytes", "gauge", "Bytes volumes do total.", st.vol_bytes);
+	prom_u64(&b, "testudo_engine_live_bytes", "gauge", "Payload bytes the index refers to.", st.live_bytes);
+	prom_u64(&b, "testudo_engine_index_bytes", "gauge", "Memory held by the index.", st.index_bytes);
+	prom_u64(&b, "testudo_engine_user_bytes_total", "counter", "Payload bytes written by clients (device lifetime).", st.user_bytes);
+	prom_u64(&b, "testudo_engine_log_bytes_total", "counter", "Bytes appended to the log (device lifetime).", st.log_bytes);
+	prom_u64(&b, "testudo_engine_cleaner_bytes_total", "counter", "Payload bytes the cleaner copied (device lifetime).", st.clean_bytes);
+	prom_u64(&b, "testudo_engine_segments_cleaned_total", "counter", "Segments the cleaner reclaimed.", st.segs_cleaned);
+	prom_family(&b, "testudo_engine_write_amplification", "gauge", "(user + cleaner bytes) / user bytes.");
+	sb_printf(&b, "testudo_engine_write_amplification %.4f\n", write_amp(&st));
+	prom_family(&b, "testudo_engine_segments", "gauge", "Segments by state.");
+	sb_printf(&b, "testudo_engine_segments{state=\"used\"} %u\ntestudo_engine_segments{state=\"free\"} %u\n",
+	          st.seg_used, st.seg_free);
+	prom_u64(&b, "testudo_engine_batches_total", "counter", "Group commits (flush batches) since the device was opened.", st.batches);
+	prom_u64(&b, "testudo_engine_batch_records_total", "counter", "Records in those flush batches.", st.batch_recs);
+	prom_u64(&b, "testudo_engine_checkpoints_total", "counter", "Checkpoints written since the device was opened.", st.ckpt_count);
+	prom_u64(&b, "testudo_engine_read_checksum_errors_total", "counter", "Checksum failures seen by reads.", st.read_errors);
+	prom_u64(&b, "testudo_engine_poisoned", "gauge", "1 once a device write or sync failed and the engine stopped.", st.poisoned ? 1 : 0);
+	prom_family(&b, "testudo_engine_recovery_seconds", "gauge", "Time the last open spent recovering.");
+	sb_printf(&b, "testudo_engine_recovery_seconds ");
+	sb_seconds(&b, st.recovery_usec);
+	sb_printf(&b, "\n");
+
+	prom_u64(&b, "testudo_nbd_connections_total", "counter", "NBD connections accepted.", m->conns_total);
+	prom_u64(&b, "testudo_nbd_connections_open", "gauge", "NBD connections open.", m->conns_open);
+	prom_u64(&b, "testudo_nbd_handshakes_failed_total", "counter", "NBD connections that ended in the handshake.", m->handshakes_failed);
+	prom_u64(&b, "testudo_nbd_protocol_errors_total", "counter", "NBD connections closed for a protocol violation.", m->protocol_errors);
+	prom_u64(&b, "testudo_admin_requests_total", "counter", "Admin HTTP requests answered.", a->requests);
+	prom_u64(&b, "testudo_admin_connections_open", "gauge", "Admin HTTP connections open.", a->nconns);
+	prom_family(&b, "testudo_uptime_seconds", "gauge", "Seconds since testudod started.");
+	sb_printf(&b, "testudo_uptime_seconds ");
+	sb_seconds(&b, tdo_now_usec() - d->started_usec);
+	sb_printf(&b, "\n");
+
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}

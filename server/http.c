@@ -1,0 +1,683 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * DESIGN: the admin endpoint's HTTP/1.1 connections: accept, read,
+ * frame, reply, keep alive, close. admin.c answers the requests.
+ *
+ * What: each connection reads into one buffer, parses the request line
+ * and headers, waits for the body (Content-Length only), hands the
+ * complete request to admin_dispatch() and writes the reply the handler
+ * gives http_reply(), at once or from an engine callback. Malformed
+ * requests get 400 (431 for a request line and headers over 16 KiB, 413
+ * for a body over 64 KiB, 501 for Transfer-Encoding, 505 for other HTTP
+ * versions, 408 for one that does not arrive in time) and the connection
+ * is closed after the reply; the error body is admin.c's
+ * (admin_reply_error()).
+ *
+ * Why this way: a small, strict parser of our own rather than a library:
+ * one request at a time per connection, framed only by Content-Length.
+ * The request line and headers are bounded (HTTP_MAX_HEAD), the body is
+ * bounded (HTTP_MAX_BODY) before anything is buffered, and so is the
+ * number of connections and the time a request may take to arrive. Each
+ * connection is an ordered state machine (enum aconn_state, written only
+ * here): reading stops while a request is with the engine or its reply is
+ * being written, so pipelined requests are answered in order and a client
+ * that does not read cannot make us buffer without bound.
+ *
+ * Must never: trust a length from the network before checking it, block
+ * the loop, or free a connection anywhere but in the last of its close
+ * callbacks (a connection is freed when both its handles are closed and no
+ * engine operation still holds it: aconn.refs, http_hold()).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "internal.h"
+#include "admin.h"
+
+#define HTTP_MAX_HEAD    (16u << 10)   /* request line and headers */
+#define HTTP_MAX_BODY    (64u << 10)
+#define HTTP_MAX_HEADERS 100
+#define HTTP_MAX_CONNS   256           /* beyond this, 503 and close */
+#define HTTP_IN_MIN      4096
+#define HTTP_IN_MAX      (HTTP_MAX_HEAD + HTTP_MAX_BODY + HTTP_IN_MIN)
+#define HTTP_REQ_MS      30000         /* a request (or idle keep-alive, or a reply) */
+#define HTTP_LINGER_MS   2000          /* draining input after a final reply */
+
+struct wreq {
+	uv_write_t req;
+	struct aconn *c;
+	bool final;                 /* the reply, not an interim 100 Continue */
+	size_t len;
+	char data[];
+};
+
+static void conn_close(struct aconn *c);
+static void conn_process(struct aconn *c);
+static void read_on(struct aconn *c);
+
+/* ---- small helpers ------------------------------------------------------- */
+
+const char *http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 417: return "Expectation Failed";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	case 507: return "Insufficient Storage";
+	default: return "Unknown";
+	}
+}
+
+static bool is_tchar(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Case-insensitive: does the header value list (comma-separated) hold TOKEN? */
+static bool list_has(const char *v, size_t n, const char *token)
+{
+	size_t tl = strlen(token), i = 0;
+
+	while (i < n) {
+		size_t s, e;
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		s = i;
+		while (i < n && v[i] != ',')
+			i++;
+		e = i;
+		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+			e--;
+		if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* ---- connection lifetime -------------------------------------------------- */
+
+static void admin_maybe_free(struct admin *a)
+{
+	if (a->shutting && a->listener_closed && a->nconns == 0) {
+		a->d->admin_listener.data = NULL;
+		free(a);
+	}
+}
+
+static void conn_unref(struct aconn *c)
+{
+	struct admin *a = c->a;
+
+	if (--c->refs > 0)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		a->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	a->nconns--;
+	free(c->in);
+	free(c);
+	admin_maybe_free(a);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	conn_unref(h->data);
+}
+
+static void conn_close(struct aconn *c)
+{
+	if (c->state == AS_CLOSING)
+		return;
+	c->state = AS_CLOSING;
+	c->reading = false;
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void read_off(struct aconn *c);
+
+void http_hold(struct aconn *c)
+{
+	c->refs++;
+	c->state = AS_ENGINE;
+	read_off(c);
+}
+
+void http_release(struct aconn *c)
+{
+	conn_unref(c);
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct aconn *c = req->data;
+
+	if (c->state == AS_CLOSING)
+		return;
+	if (status < 0 || c->a->shutting) {
+		conn_close(c);
+		return;
+	}
+	/* let the client read the reply: drain what it still sends, then close */
+	c->state = AS_LINGER;
+	c->in_len = 0;
+	uv_timer_start(&c->timer, on_timer, HTTP_LINGER_MS, 0);
+	read_on(c);
+}
+
+/* The reply has been written: go on to the next request, or finish. */
+static void reply_written(struct aconn *c)
+{
+	if (c->state == AS_CLOSING)
+		return;
+	if (c->close_after) {
+		c->shut.data = c;
+		if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+			conn_close(c);
+		return;
+	}
+	c->state = AS_HEAD;
+	memset(&c->req, 0, sizeof c->req);
+	uv_timer_start(&c->timer, on_timer, HTTP_REQ_MS, 0);
+	conn_process(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	struct wreq *w = req->data;
+	struct aconn *c = w->c;
+	bool final = w->final;
+
+	free(w);
+	if (status < 0) {
+		if (c->state != AS_CLOSING)
+			tdo_log(TDO_LOG_DEBUG, "admin", "%s: write failed: %s", c->peer, uv_strerror(status));
+		conn_close(c);
+		return;
+	}
+	if (final)
+		reply_written(c);
+}
+
+static int queue_write(struct aconn *c, const char *a, size_t alen, const char *b, size_t blen, bool final)
+{
+	struct wreq *w = malloc(sizeof *w + alen + blen);
+	uv_buf_t buf;
+
+	if (!w)
+		return -ENOMEM;
+	memcpy(w->data, a, alen);
+	if (blen)
+		memcpy(w->data + alen, b, blen);
+	w->c = c;
+	w->final = final;
+	w->len = alen + blen;
+	w->req.data = w;
+	buf = uv_buf_init(w->data, (unsigned)w->len);
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
+		free(w);
+		return -EIO;
+	}
+	return 0;
+}
+
+void http_reply(struct aconn *c, int status, const char *ctype, const char *extra,
+                const char *body, size_t blen)
+{
+	char date[64], hdr[768];
+	time_t now = time(NULL);
+	struct tm tm;
+	int n;
+
+	if (c->state == AS_CLOSING)
+		return;
+	if (!c->req.keep_alive || c->a->shutting)
+		c->close_after = true;
+	read_off(c);
+	c->state = AS_WRITING;
+	uv_timer_start(&c->timer, on_timer, HTTP_REQ_MS, 0);
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	n = snprintf(hdr, sizeof hdr,
+	             "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: testudod\r\nContent-Type: %s\r\n"
+	             "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+	             status, http_reason(status), date, ctype, blen,
+	             c->close_after ? "close" : "keep-alive", extra ? extra : "");
+	if (n < 0 || (size_t)n >= sizeof hdr ||
+	    queue_write(c, hdr, (size_t)n, body, c->req.head_only ? 0 : blen, true) < 0) {
+		tdo_log(TDO_LOG_ERROR, "admin", "%s: cannot queue a reply", c->peer);
+		conn_close(c);
+	}
+}
+
+/* A malformed request: answer and hang up, since its framing is lost. */
+static void bad_request(struct aconn *c, int status, const char *msg)
+{
+	tdo_log(TDO_LOG_INFO, "admin", "%s: %d %s", c->peer, status, msg);
+	c->close_after = true;
+	admin_reply_error(c, status, msg);
+}
+
+static void send_interim_continue(struct aconn *c)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+	c->req.continue_sent = true;
+	if (queue_write(c, cont, sizeof cont - 1, NULL, 0, false) < 0)
+		conn_close(c);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	struct aconn *c = t->data;
+
+	if ((c->state == AS_HEAD && c->in_len > 0) || c->state == AS_BODY) {
+		c->req.keep_alive = false;
+		bad_request(c, 408, "request not complete in time");
+		/* the reply gets the linger's time, not another request's */
+		uv_timer_start(&c->timer, on_timer, HTTP_LINGER_MS, 0);
+		return;
+	}
+	/* idle keep-alive, a reply nobody reads, or the linger is over */
+	conn_close(c);
+}
+
+/* ---- reading and parsing --------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct aconn *c = h->data;
+
+	(void)suggested;
+	if (c->state == AS_LINGER)
+		c->in_len = 0;          /* draining: everything is discarded */
+	if (c->in_cap - c->in_len < HTTP_IN_MIN && c->in_cap < HTTP_IN_MAX) {
+		size_t ncap = c->in_cap ? c->in_cap * 2 : HTTP_IN_MIN;
+		char *p;
+		if (ncap > HTTP_IN_MAX)
+			ncap = HTTP_IN_MAX;
+		p = realloc(c->in, ncap);
+		if (p) {
+			c->in = p;
+			c->in_cap = ncap;
+		}
+	}
+	/* a zero-length buffer makes libuv report UV_ENOBUFS: we then close */
+	*buf = uv_buf_init(c->in ? c->in + c->in_len : NULL, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct aconn *c = s->data;
+
+	(void)buf;
+	if (nread == 0 || c->state == AS_CLOSING)
+		return;
+	if (nread < 0) {
+		if (nread != UV_EOF && c->state != AS_LINGER)
+			tdo_log(TDO_LOG_DEBUG, "admin", "%s: read: %s", c->peer, uv_strerror((int)nread));
+		conn_close(c);
+		return;
+	}
+	if (c->state == AS_LINGER)
+		return;
+	c->in_len += (size_t)nread;
+	conn_process(c);
+}
+
+static void read_on(struct aconn *c)
+{
+	if (c->reading || c->state == AS_CLOSING)
+		return;
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->reading = true;
+}
+
+static void read_off(struct aconn *c)
+{
+	if (!c->reading)
+		return;
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+}
+
+/* Drop the first N bytes of input (a handled request). */
+static void consume(struct aconn *c, size_t n)
+{
+	memmove(c->in, c->in + n, c->in_len - n);
+	c->in_len -= n;
+	if (c->in_len == 0 && c->in_cap > HTTP_IN_MIN) {
+		free(c->in);            /* an idle connection keeps no big buffer */
+		c->in = NULL;
+		c->in_cap = 0;
+	}
+}
+
+/*
+ * The request line: METHOD SP TARGET SP HTTP/1.x, nothing else.
+ * Returns 0, or an HTTP status with *why set.
+ */
+static int parse_request_line(struct aconn *c, const char *p, size_t n, const char **why)
+{
+	size_t i = 0, m;
+
+	while (i < n && is_tchar((unsigned char)p[i]))
+		i++;
+	if (i == 0 || i >= n || p[i] != ' ') {
+		*why = "malformed request line";
+		return 400;
+	}
+	if (i >= sizeof c->req.method) {
+		*why = "method not implemented";
+		return 501;
+	}
+	memcpy(c->req.method, p, i);
+	c->req.method[i] = 0;
+	m = ++i;
+	while (i < n && p[i] > 0x20 && p[i] < 0x7f)
+		i++;
+	if (i == m || i >= n || p[i] != ' ') {
+		*why = "malformed request target";
+		return 400;
+	}
+	if (p[m] != '/') {
+		*why = "the request target must be an absolute path";
+		return 400;
+	}
+	c->req.target_off = (size_t)(p - c->in) + m;
+	c->req.target_len = i - m;
+	i++;
+	if (n - i == 8 && memcmp(p + i, "HTTP/1.", 7) == 0 && (p[i + 7] == '0' || p[i + 7] == '1')) {
+		c->req.minor = p[i + 7] - '0';
+		return 0;
+	}
+	if (n - i == 8 && memcmp(p + i, "HTTP/", 5) == 0 && p[i + 5] >= '0' && p[i + 5] <= '9' &&
+	    p[i + 6] == '.' && p[i + 7] >= '0' && p[i + 7] <= '9') {
+		*why = "only HTTP/1.0 and HTTP/1.1 are supported";
+		return 505;
+	}
+	*why = "malformed HTTP version";
+	return 400;
+}
+
+/*
+ * Request line and headers, in[0, head_len), which ends with the blank
+ * line. Fills c->req; returns 0, or an HTTP status with *why set.
+ */
+static int parse_head(struct aconn *c, const char **why)
+{
+	const char *p = c->in, *end = c->in + c->req.head_len - 2; /* the last CRLF */
+	const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+	bool have_cl = false, conn_close_tok = false, conn_keep = false;
+	int host = 0, nhdr = 0, st;
+
+	st = parse_request_line(c, p, (size_t)(eol - p), why);
+	if (st)
+		return st;
+	for (p = eol + 2; p < end; p = eol + 2) {
+		const char *name = p, *v, *ve;
+		size_t nlen;
+
+		eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+		if (++nhdr > HTTP_MAX_HEADERS) {
+			*why = "too many header fields";
+			return 431;
+		}
+		while (p < eol && is_tchar((unsigned char)*p))
+			p++;
+		nlen = (size_t)(p - name);
+		if (nlen == 0 || p == eol || *p != ':') {
+			*why = "malformed header field";
+			return 400;
+		}
+		v = p + 1;
+		while (v < eol && (*v == ' ' || *v == '\t'))
+			v++;
+		ve = eol;
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		for (const char *q = v; q < ve; q++) {
+			unsigned char ch = (unsigned char)*q;
+			if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+				*why = "control character in a header field";
+				return 400;
+			}
+		}
+#define IS(h) (nlen == sizeof(h) - 1 && strncasecmp(name, h, nlen) == 0)
+		if (IS("Content-Length")) {
+			uint64_t len = 0;
+			if (have_cl || v == ve) {
+				*why = have_cl ? "more than one Content-Length" : "empty Content-Length";
+				return 400;
+			}
+			have_cl = true;
+			for (const char *q = v; q < ve; q++) {
+				if (*q < '0' || *q > '9') {
+					*why = "malformed Content-Length";
+					return 400;
+				}
+				len = len * 10 + (uint64_t)(*q - '0');
+				if (len > HTTP_MAX_BODY) {
+					*why = "request body larger than 64 KiB";
+					return 413;
+				}
+			}
+			c->req.body_len = (size_t)len;
+		} else if (IS("Transfer-Encoding")) {
+			*why = "Transfer-Encoding is not supported; send a Content-Length";
+			return 501;
+		} else if (IS("Connection")) {
+			conn_close_tok |= list_has(v, (size_t)(ve - v), "close");
+			conn_keep |= list_has(v, (size_t)(ve - v), "keep-alive");
+		} else if (IS("Expect")) {
+			if ((size_t)(ve - v) != 12 || strncasecmp(v, "100-continue", 12) != 0) {
+				*why = "unsupported expectation";
+				return 417;
+			}
+			c->req.expect_continue = true;
+		} else if (IS("Host")) {
+			host++;
+		}
+#undef IS
+	}
+	if (c->req.minor == 1 && host != 1) {
+		*why = host ? "more than one Host header" : "missing Host header";
+		return 400;
+	}
+	c->req.keep_alive = c->req.minor == 1 ? !conn_close_tok : conn_keep && !conn_close_tok;
+	return 0;
+}
+
+/* Parse and answer what the input holds, in order, one request at a time. */
+static void conn_process(struct aconn *c)
+{
+	const char *why = NULL;
+	int st;
+
+	if (c->state == AS_HEAD) {
+		char *hend;
+		size_t skip = 0;
+
+		/* a robust server ignores empty lines before a request (RFC 9112 2.2) */
+		while (c->in_len - skip >= 2 && c->in[skip] == '\r' && c->in[skip + 1] == '\n' && skip < 64)
+			skip += 2;
+		if (skip)
+			consume(c, skip);
+		if (c->in_len == 0) {
+			read_on(c);
+			return;
+		}
+		hend = memmem(c->in, c->in_len < HTTP_MAX_HEAD ? c->in_len : HTTP_MAX_HEAD, "\r\n\r\n", 4);
+		if (!hend) {
+			if (c->in_len >= HTTP_MAX_HEAD) {
+				bad_request(c, 431, "request line and headers larger than 16 KiB");
+				return;
+			}
+			/* a request that cannot be HTTP is refused at once: a method
+			 * is a token, and a complete request line must parse */
+			size_t k = 0;
+			while (k < c->in_len && k < sizeof c->req.method && is_tchar((unsigned char)c->in[k]))
+				k++;
+			if (k < c->in_len && k < sizeof c->req.method && (k == 0 || c->in[k] != ' ') &&
+			    c->in[0] != '\r') {
+				bad_request(c, 400, "malformed request line");
+				return;
+			}
+			char *eol = memmem(c->in, c->in_len, "\r\n", 2);
+			if (eol && (st = parse_request_line(c, c->in, (size_t)(eol - c->in), &why))) {
+				bad_request(c, st, why);
+				return;
+			}
+			if (!eol && memchr(c->in, '\n', c->in_len)) {
+				bad_request(c, 400, "lines must end with CRLF");
+				return;
+			}
+			read_on(c);
+			return;
+		}
+		c->req.head_len = (size_t)(hend - c->in) + 4;
+		st = parse_head(c, &why);
+		if (st) {
+			bad_request(c, st, why);
+			return;
+		}
+		c->state = AS_BODY;
+	}
+	if (c->state == AS_BODY) {
+		if (c->in_len - c->req.head_len < c->req.body_len) {
+			if (c->req.expect_continue && !c->req.continue_sent)
+				send_interim_continue(c);
+			read_on(c);
+			return;
+		}
+		uv_timer_stop(&c->timer);
+		c->a->requests++;
+		admin_dispatch(c);
+		consume(c, c->req.head_len + c->req.body_len);
+	}
+}
+
+/* ---- listener ---------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct admin *a = server->data;
+	struct aconn *c;
+	struct sockaddr_storage sa;
+	int salen = sizeof sa;
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (status < 0) {
+		tdo_log(TDO_LOG_WARN, "admin", "accept: %s", uv_strerror(status));
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		tdo_log(TDO_LOG_ERROR, "admin", "accept: out of memory");
+		return;
+	}
+	c->a = a;
+	c->refs = 2;
+	c->state = AS_HEAD;
+	c->tcp.data = c;
+	c->timer.data = c;
+	uv_tcp_init(a->d->loop, &c->tcp);
+	uv_timer_init(a->d->loop, &c->timer);
+	c->next = a->conns;
+	if (a->conns)
+		a->conns->prev = c;
+	a->conns = c;
+	a->nconns++;
+	a->conns_total++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+		conn_close(c);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+		if (sa.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&sa, host, sizeof host);
+			snprintf(c->peer, sizeof c->peer, "[%s]:%d", host, ntohs(((struct sockaddr_in6 *)&sa)->sin6_port));
+		} else {
+			uv_ip4_name((struct sockaddr_in *)&sa, host, sizeof host);
+			snprintf(c->peer, sizeof c->peer, "%s:%d", host, ntohs(((struct sockaddr_in *)&sa)->sin_port));
+		}
+	}
+	if (a->nconns > HTTP_MAX_CONNS) {
+		tdo_log(TDO_LOG_WARN, "admin", "%s: refused: %u connections open", c->peer, HTTP_MAX_CONNS);
+		c->close_after = true;
+		admin_reply_error(c, 503, "too many admin connections");
+		return;
+	}
+	uv_timer_start(&c->timer, on_timer, HTTP_REQ_MS, 0);
+	read_on(c);
+}
+
+int http_listen(struct daemon *d, const char *host, int port)
+{
+	struct admin *a = calloc(1, sizeof *a);
+	int err;
+
+	if (!a)
+		return UV_ENOMEM;
+	a->d = d;
+	err = tdo_tcp_listen(d->loop, &d->admin_listener, host, port, on_connection,
+	                 d->admin_addr, sizeof d->admin_addr, NULL);
+	if (err) {
+		free(a);
+		return err;
+	}
+	d->admin_listener.data = a;
+	tdo_log(TDO_LOG_INFO, "admin", "listening on %s", d->admin_addr);
+	return 0;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+	struct admin *a = h->data;
+
+	a->listener_closed = true;
+	admin_maybe_free(a);
+}
+
+void http_shutdown(struct daemon *d)
+{
+	struct admin *a = d->admin_listener.data;
+
+	if (!a || a->shutting)
+		return;
+	a->shutting = true;
+	uv_close((uv_handle_t *)&d->admin_listener, on_listener_closed);
+	/* a volume operation with the engine still gets its reply, then the
+	 * connection closes; everything else closes now */
+	for (struct aconn *c = a->conns; c; c = c->next)
+		if (c->state != AS_ENGINE)
+			conn_close(c);
+}
