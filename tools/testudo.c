@@ -27,23 +27,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "testudo/engine.h"
 #include "testudo/util.h"
+
+#include "internal.h"
 
 #define IO_CHUNK (1u << 20)
 #define IO_QD    8
@@ -76,8 +71,7 @@ static void usage(FILE *f)
 	        "file's holes, so the log never allocates file system space as it runs (--sparse: leave them).\n");
 }
 
-static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int die(const char *fmt, ...)
+int cli_die(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -92,7 +86,7 @@ static int die(const char *fmt, ...)
 static int parse_size_arg(const char *what, const char *s, uint64_t *out)
 {
 	if (tdo_parse_size(s, out) < 0) {
-		die("invalid %s '%s' (expected a number with an optional K/M/G/T suffix)", what, s);
+		cli_die("invalid %s '%s' (expected a number with an optional K/M/G/T suffix)", what, s);
 		return -1;
 	}
 	return 0;
@@ -113,11 +107,11 @@ static int session_open(struct session *s, const char *dev)
 
 	memset(s, 0, sizeof *s);
 	if (uv_loop_init(&s->loop))
-		return die("cannot create an event loop");
+		return cli_die("cannot create an event loop");
 	err = tdo_engine_open(&s->loop, dev, NULL, &s->e);
 	if (err) {
 		uv_loop_close(&s->loop);
-		return die("%s: %s", dev, tdo_strerror(err));
+		return cli_die("%s: %s", dev, tdo_strerror(err));
 	}
 	return 0;
 }
@@ -149,7 +143,7 @@ static int session_close(struct session *s)
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
 	if (err)
-		return die("closing the device: %s", tdo_strerror(err));
+		return cli_die("closing the device: %s", tdo_strerror(err));
 	return 0;
 }
 
@@ -222,23 +216,23 @@ static int cmd_format(int argc, char **argv)
 			else if (!strcmp(argv[i], "pmem"))
 				o.backend = TDO_BACKEND_PMEM;
 			else
-				return die("unknown backend '%s' (file or pmem)", argv[i]);
+				return cli_die("unknown backend '%s' (file or pmem)", argv[i]);
 		} else if (!strcmp(argv[i], "--force")) {
 			o.force = 1;
 		} else if (!strcmp(argv[i], "--sparse")) {
 			o.sparse = 1;
 		} else if (argv[i][0] == '-') {
-			return die("format: unknown option '%s'", argv[i]);
+			return cli_die("format: unknown option '%s'", argv[i]);
 		} else if (!path) {
 			path = argv[i];
 		} else {
-			return die("format: unexpected argument '%s'", argv[i]);
+			return cli_die("format: unexpected argument '%s'", argv[i]);
 		}
 	}
 	if (!path)
-		return die("format: which device? (testudo format PATH [--size SIZE])");
+		return cli_die("format: which device? (testudo format PATH [--size SIZE])");
 	if (o.seg_size && (o.seg_size < (1u << 20) || o.seg_size % (1u << 20) || o.seg_size > (1ull << 31)))
-		return die("segment size must be a multiple of 1 MiB between 1 MiB and 2 GiB");
+		return cli_die("segment size must be a multiple of 1 MiB between 1 MiB and 2 GiB");
 	progress_init(&fp, "writing zeros into the file's holes:");
 	o.progress = format_progress;
 	o.progress_arg = &fp;
@@ -246,17 +240,17 @@ static int cmd_format(int argc, char **argv)
 	if (fp.printed)
 		fputc('\n', stderr);
 	if (err == -ENOENT)
-		return die("%s does not exist; give --size to create it", path);
+		return cli_die("%s does not exist; give --size to create it", path);
 	if (err == -ENOSPC || err == -EDQUOT)
-		return die("%s: the file system has no room to write the device's %s of zeros (or give --sparse)",
+		return cli_die("%s: the file system has no room to write the device's %s of zeros (or give --sparse)",
 		           path, tdo_format_size(o.size, a, sizeof a));
 	if (err == TDO_ETOOSMALL)
-		return die("%s: too small (at least 8 segments of %s and the checkpoint areas are needed)",
+		return cli_die("%s: too small (at least 8 segments of %s and the checkpoint areas are needed)",
 		           path, tdo_format_size(o.seg_size ? o.seg_size : 4u << 20, a, sizeof a));
 	if (err == -EINVAL)
-		return die("%s: invalid format options (a block device's size cannot be changed with --size)", path);
+		return cli_die("%s: invalid format options (a block device's size cannot be changed with --size)", path);
 	if (err)
-		return die("%s: %s", path, tdo_strerror(err));
+		return cli_die("%s: %s", path, tdo_strerror(err));
 	{
 		struct session s;
 		struct tdo_engine_stats st;
@@ -285,12 +279,12 @@ static void json_str(const char *s)
 static int vol_err(const char *name, int err)
 {
 	if (err == TDO_ENOVOL)
-		return die("no volume named '%s'", name);
+		return cli_die("no volume named '%s'", name);
 	if (err == TDO_EVOLEXIST)
-		return die("a volume named '%s' already exists", name);
+		return cli_die("a volume named '%s' already exists", name);
 	if (err == -EINVAL)
-		return die("invalid volume name or size for '%s' (names: 1-63 of A-Z a-z 0-9 . _ -; sizes: multiples of 512)", name);
-	return die("volume '%s': %s", name, tdo_strerror(err));
+		return cli_die("invalid volume name or size for '%s' (names: 1-63 of A-Z a-z 0-9 . _ -; sizes: multiples of 512)", name);
+	return cli_die("volume '%s': %s", name, tdo_strerror(err));
 }
 
 struct xfer {
@@ -381,33 +375,33 @@ static int cmd_transfer(struct session *s, const char *name, const char *file, b
 	progress_init(&x.prog, import ? "imported" : "exported");
 	x.fd = import ? open(file, O_RDONLY | O_CLOEXEC) : open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (x.fd < 0)
-		return die("%s: %s", file, strerror(errno));
+		return cli_die("%s: %s", file, strerror(errno));
 	if (import) {
 		if (fstat(x.fd, &st) < 0) {
 			close(x.fd);
-			return die("%s: %s", file, strerror(errno));
+			return cli_die("%s: %s", file, strerror(errno));
 		}
 		if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 			close(x.fd);
-			return die("%s: import needs a regular file or block device (it reads at offsets)", file);
+			return cli_die("%s: import needs a regular file or block device (it reads at offsets)", file);
 		}
 		x.size = (uint64_t)st.st_size;
 		if (x.size > vi.size) {
 			close(x.fd);
-			return die("%s is %" PRIu64 " bytes, larger than volume '%s' (%" PRIu64 " bytes)",
+			return cli_die("%s is %" PRIu64 " bytes, larger than volume '%s' (%" PRIu64 " bytes)",
 			           file, x.size, name, vi.size);
 		}
 	} else {
 		x.size = vi.size;
 		if (ftruncate(x.fd, (off_t)x.size) < 0) {
 			close(x.fd);
-			return die("%s: %s", file, strerror(errno));
+			return cli_die("%s: %s", file, strerror(errno));
 		}
 	}
 	for (int i = 0; i < IO_QD; i++) {
 		if (posix_memalign((void **)&x.slots[i].buf, TDO_BLOCK_SIZE, IO_CHUNK)) {
 			close(x.fd);
-			return die("out of memory");
+			return cli_die("out of memory");
 		}
 		x.slots[i].x = &x;
 	}
@@ -424,7 +418,7 @@ static int cmd_transfer(struct session *s, const char *name, const char *file, b
 	for (int i = 0; i < IO_QD; i++)
 		free(x.slots[i].buf);
 	if (err)
-		return die("%s '%s': %s", import ? "import into" : "export of", name, tdo_strerror(err));
+		return cli_die("%s '%s': %s", import ? "import into" : "export of", name, tdo_strerror(err));
 	printf("%s %" PRIu64 " bytes %s volume %s\n", import ? "imported" : "exported", x.size,
 	       import ? "into" : "from", name);
 	return 0;
@@ -438,7 +432,7 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 	int rc = 0, err;
 
 	if (argc < 1)
-		return die("volume: which command? (create, list, resize, delete, import, export)");
+		return cli_die("volume: which command? (create, list, resize, delete, import, export)");
 	sub = argv[0];
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--json"))
@@ -448,20 +442,20 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 		uint64_t size;
 		uint32_t flags = 0;
 		if (argc < 3)
-			return die("usage: testudo --device PATH volume create NAME SIZE [--compress lz4]");
+			return cli_die("usage: testudo --device PATH volume create NAME SIZE [--compress lz4]");
 		for (int i = 3; i < argc; i++) {
 			if (!strcmp(argv[i], "--compress") && i + 1 < argc) {
 				if (strcmp(argv[++i], "lz4"))
-					return die("unknown compression '%s' (lz4)", argv[i]);
+					return cli_die("unknown compression '%s' (lz4)", argv[i]);
 				flags |= TDO_VOL_LZ4;
 			} else if (strcmp(argv[i], "--json")) {
-				return die("volume create: unknown option '%s'", argv[i]);
+				return cli_die("volume create: unknown option '%s'", argv[i]);
 			}
 		}
 		if (parse_size_arg("size", argv[2], &size))
 			return 1;
 		if (size == 0 || size % TDO_SECTOR_SIZE)
-			return die("volume size must be a positive multiple of 512 bytes");
+			return cli_die("volume size must be a positive multiple of 512 bytes");
 		if (session_open(&s, dev))
 			return 1;
 		err = tdo_vol_create(s.e, argv[1], size, flags, done_cb, &s);
@@ -502,11 +496,11 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 	} else if (!strcmp(sub, "resize")) {
 		uint64_t size;
 		if (argc != 3)
-			return die("usage: testudo --device PATH volume resize NAME SIZE");
+			return cli_die("usage: testudo --device PATH volume resize NAME SIZE");
 		if (parse_size_arg("size", argv[2], &size))
 			return 1;
 		if (size == 0 || size % TDO_SECTOR_SIZE)
-			return die("volume size must be a positive multiple of 512 bytes");
+			return cli_die("volume size must be a positive multiple of 512 bytes");
 		if (session_open(&s, dev))
 			return 1;
 		err = tdo_vol_resize(s.e, argv[1], size, done_cb, &s);
@@ -518,7 +512,7 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 			printf("resized volume %s to %" PRIu64 " bytes\n", argv[1], size);
 	} else if (!strcmp(sub, "delete")) {
 		if (argc != 2)
-			return die("usage: testudo --device PATH volume delete NAME");
+			return cli_die("usage: testudo --device PATH volume delete NAME");
 		if (session_open(&s, dev))
 			return 1;
 		err = tdo_vol_delete(s.e, argv[1], done_cb, &s);
@@ -530,256 +524,19 @@ static int cmd_volume(const char *dev, int argc, char **argv)
 			printf("deleted volume %s\n", argv[1]);
 	} else if (!strcmp(sub, "import") || !strcmp(sub, "export")) {
 		if (argc != 3)
-			return die("usage: testudo --device PATH volume %s NAME FILE", sub);
+			return cli_die("usage: testudo --device PATH volume %s NAME FILE", sub);
 		if (session_open(&s, dev))
 			return 1;
 		rc = cmd_transfer(&s, argv[1], argv[2], !strcmp(sub, "import"));
 	} else {
-		return die("unknown volume command '%s' (create, list, resize, delete, import, export)", sub);
+		return cli_die("unknown volume command '%s' (create, list, resize, delete, import, export)", sub);
 	}
 	if (session_close(&s) && !rc)
 		rc = 1;
 	return rc;
 }
 
-/* ---- online: the daemon's admin API ------------------------------------- */
-
-#define ADMIN_DEFAULT        "127.0.0.1:10810"
-#define ADMIN_CONNECT_MS     5000
-#define ADMIN_IO_SECONDS     60
-#define ADMIN_MAX_REPLY      (64u << 20)
-
-struct admin_addr {
-	const char *text;           /* as given, for messages */
-	char host[256];
-	char port[8];
-};
-
-/* "HOST:PORT", "[v6]:PORT" or ":PORT" (host 127.0.0.1). */
-static int parse_admin(const char *s, struct admin_addr *a)
-{
-	const char *colon, *h = s;
-	size_t hl;
-	char *end;
-	long port;
-
-	a->text = s;
-	if (s[0] == '[') {
-		const char *rb = strchr(s, ']');
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		h = s + 1;
-		hl = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			return -EINVAL;
-		hl = (size_t)(colon - s);
-	}
-	if (hl >= sizeof a->host)
-		return -EINVAL;
-	memcpy(a->host, h, hl);
-	a->host[hl] = 0;
-	if (!a->host[0])
-		strcpy(a->host, "127.0.0.1");
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || port <= 0 || port > 65535)
-		return -EINVAL;
-	snprintf(a->port, sizeof a->port, "%ld", port);
-	return 0;
-}
-
-/* A connected, blocking socket to the daemon, or -1 after a one-line error. */
-static int admin_connect(const struct admin_addr *a)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
-	int fd = -1, last = ECONNREFUSED, err;
-
-	err = getaddrinfo(a->host, a->port, &hints, &res);
-	if (err) {
-		die("cannot reach testudod at %s: %s", a->text, gai_strerror(err));
-		return -1;
-	}
-	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-		struct timeval tv = { .tv_sec = ADMIN_IO_SECONDS };
-		int soerr = 0;
-		socklen_t sl = sizeof soerr;
-
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-		if (fd < 0) {
-			last = errno;
-			continue;
-		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			struct pollfd p = { .fd = fd, .events = POLLOUT };
-			int r;
-			if (errno != EINPROGRESS) {
-				soerr = errno;
-			} else {
-				do
-					r = poll(&p, 1, ADMIN_CONNECT_MS);
-				while (r < 0 && errno == EINTR);
-				if (r == 0)
-					soerr = ETIMEDOUT;
-				else if (r < 0)
-					soerr = errno;
-				else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-					soerr = errno;
-			}
-		}
-		if (soerr) {
-			last = soerr;
-			close(fd);
-			fd = -1;
-			continue;
-		}
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		die("cannot reach testudod at %s: %s", a->text, strerror(last));
-	return fd;
-}
-
-struct http_reply {
-	int status;
-	char *raw;                  /* the whole reply, NUL-terminated */
-	const char *body;           /* into raw */
-	size_t body_len;
-};
-
-/*
- * One request, one reply, one connection (Connection: close, read to the
- * end). BODY may be NULL. Returns 0, or 1 after a one-line error.
- */
-static int http_call(const struct admin_addr *a, const char *method, const char *path,
-                     const char *body, struct http_reply *r)
-{
-	char head[1024], hostport[300];
-	size_t blen = body ? strlen(body) : 0, len = 0, cap = 0;
-	const char *hend, *p;
-	int fd, n;
-
-	memset(r, 0, sizeof *r);
-	if (strchr(a->host, ':'))
-		snprintf(hostport, sizeof hostport, "[%s]:%s", a->host, a->port);
-	else
-		snprintf(hostport, sizeof hostport, "%s:%s", a->host, a->port);
-	if (body)
-		n = snprintf(head, sizeof head,
-		             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: testudo\r\nAccept: application/json\r\n"
-		             "Connection: close\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-		             method, path, hostport, blen);
-	else
-		n = snprintf(head, sizeof head,
-		             "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: testudo\r\nAccept: application/json\r\n"
-		             "Connection: close\r\n\r\n",
-		             method, path, hostport);
-	if (n < 0 || (size_t)n >= sizeof head)
-		return die("request too long");
-	fd = admin_connect(a);
-	if (fd < 0)
-		return 1;
-	for (int part = 0; part < 2; part++) {
-		const char *q = part ? body : head;
-		size_t left = part ? blen : (size_t)n;
-		while (left > 0) {
-			ssize_t w = send(fd, q, left, MSG_NOSIGNAL);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				int e = errno;
-				close(fd);
-				return die("sending to testudod at %s: %s", a->text, strerror(e));
-			}
-			q += w;
-			left -= (size_t)w;
-		}
-	}
-	for (;;) {
-		ssize_t got;
-		if (cap - len < 4096) {
-			char *np;
-			if (cap >= ADMIN_MAX_REPLY) {
-				close(fd);
-				free(r->raw);
-				return die("the reply from testudod at %s is too large", a->text);
-			}
-			cap = cap ? cap * 2 : 16384;
-			np = realloc(r->raw, cap + 1);
-			if (!np) {
-				close(fd);
-				free(r->raw);
-				return die("out of memory");
-			}
-			r->raw = np;
-		}
-		got = recv(fd, r->raw + len, cap - len, 0);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			int e = errno;
-			close(fd);
-			free(r->raw);
-			if (e == EAGAIN || e == EWOULDBLOCK)
-				return die("testudod at %s did not answer within %d s", a->text, ADMIN_IO_SECONDS);
-			return die("reading from testudod at %s: %s", a->text, strerror(e));
-		}
-		if (got == 0)
-			break;
-		len += (size_t)got;
-	}
-	close(fd);
-	r->raw[len] = 0;
-	if (len < 12 || memcmp(r->raw, "HTTP/1.", 7) || r->raw[8] != ' ' ||
-	    sscanf(r->raw + 9, "%3d", &r->status) != 1 || !(hend = strstr(r->raw, "\r\n\r\n"))) {
-		free(r->raw);
-		r->raw = NULL;
-		return die("testudod at %s %s", a->text,
-		           len ? "sent a malformed reply" : "closed the connection without a reply");
-	}
-	r->body = hend + 4;
-	r->body_len = len - (size_t)(r->body - r->raw);
-	for (p = strstr(r->raw, "\r\n"); p && p < hend; p = strstr(p + 2, "\r\n")) {
-		if (strncasecmp(p + 2, "Content-Length:", 15) == 0) {
-			unsigned long long cl = strtoull(p + 17, NULL, 10);
-			if (cl > r->body_len) {
-				free(r->raw);
-				r->raw = NULL;
-				return die("the reply from testudod at %s was cut short", a->text);
-			}
-			r->body_len = (size_t)cl;
-		}
-	}
-	return 0;
-}
-
-/*
- * The reply as JSON when the status is 2xx; otherwise print the daemon's
- * error message as one line and return NULL.
- */
-static json_t *reply_json(const struct admin_addr *a, const struct http_reply *r)
-{
-	json_error_t je;
-	json_t *j = json_loadb(r->body, r->body_len, 0, &je);
-
-	if (r->status < 200 || r->status > 299) {
-		json_t *e = j ? json_object_get(j, "error") : NULL;
-		if (json_is_string(e))
-			die("%s", json_string_value(e));
-		else
-			die("testudod at %s answered HTTP %d", a->text, r->status);
-		json_decref(j);
-		return NULL;
-	}
-	if (!j)
-		die("testudod at %s sent invalid JSON: %s", a->text, je.text);
-	return j;
-}
+/* ---- online: through the daemon's admin API ----------------------------- */
 
 static uint64_t ju64(json_t *o, const char *key)
 {
@@ -795,35 +552,10 @@ static const char *jstr(json_t *o, const char *key)
 	return json_is_string(v) ? json_string_value(v) : "?";
 }
 
-/* --json: the daemon's JSON as it came. */
-static void print_raw(const struct http_reply *r)
-{
-	fwrite(r->body, 1, r->body_len, stdout);
-	if (r->body_len == 0 || r->body[r->body_len - 1] != '\n')
-		putchar('\n');
-}
-
-/* Send a request and take the reply's JSON; 0 or 1 (error printed). */
-static int admin_do(const struct admin_addr *a, const char *method, const char *path, const char *body,
-                    bool json, struct http_reply *r, json_t **out)
-{
-	*out = NULL;
-	if (http_call(a, method, path, body, r))
-		return 1;
-	*out = reply_json(a, r);
-	if (!*out) {
-		free(r->raw);
-		return 1;
-	}
-	if (json)
-		print_raw(r);
-	return 0;
-}
-
 static int online_name(const char *name)
 {
 	if (!tdo_vol_name_valid(name))
-		return die("invalid volume name '%s' (1-63 of A-Z a-z 0-9 . _ -, not starting with . or -)", name);
+		return cli_die("invalid volume name '%s' (1-63 of A-Z a-z 0-9 . _ -, not starting with . or -)", name);
 	return 0;
 }
 
@@ -832,7 +564,7 @@ static int online_size(const char *arg, uint64_t *size)
 	if (parse_size_arg("size", arg, size))
 		return 1;
 	if (*size == 0 || *size % TDO_SECTOR_SIZE)
-		return die("volume size must be a positive multiple of 512 bytes");
+		return cli_die("volume size must be a positive multiple of 512 bytes");
 	return 0;
 }
 
@@ -840,7 +572,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 {
 	const char *pos[3] = { 0 }, *sub, *compress = NULL, *primary = NULL;
 	long replicas = 0;
-	struct http_reply r;
+	struct admin_reply r;
 	char path[128], *body = NULL;
 	bool json = false;
 	json_t *j;
@@ -848,10 +580,10 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 	uint64_t size = 0;
 
 	if (argc < 1)
-		return die("volume: which command? (create, list, resize, delete)");
+		return cli_die("volume: which command? (create, list, resize, delete)");
 	sub = argv[0];
 	if (!strcmp(sub, "import") || !strcmp(sub, "export"))
-		return die("volume %s works offline only: stop testudod, then testudo --device PATH volume %s NAME FILE",
+		return cli_die("volume %s works offline only: stop testudod, then testudo --device PATH volume %s NAME FILE",
 		           sub, sub);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
@@ -859,26 +591,26 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 		} else if (!strcmp(argv[i], "--compress") && !strcmp(sub, "create") && i + 1 < argc) {
 			compress = argv[++i];
 			if (strcmp(compress, "lz4") && strcmp(compress, "none"))
-				return die("unknown compression '%s' (lz4)", compress);
+				return cli_die("unknown compression '%s' (lz4)", compress);
 		} else if (!strcmp(argv[i], "--replicas") && !strcmp(sub, "create") && i + 1 < argc) {
 			char *end;
 			replicas = strtol(argv[++i], &end, 10);
 			if (*end || end == argv[i] || replicas < 1 || replicas > 5)
-				return die("--replicas '%s': a number from 1 to 5", argv[i]);
+				return cli_die("--replicas '%s': a number from 1 to 5", argv[i]);
 		} else if (!strcmp(argv[i], "--primary") && !strcmp(sub, "create") && i + 1 < argc) {
 			primary = argv[++i];
 		} else if (argv[i][0] == '-' && argv[i][1]) {
-			return die("volume %s: unknown option '%s'", sub, argv[i]);
+			return cli_die("volume %s: unknown option '%s'", sub, argv[i]);
 		} else if (npos < 3) {
 			pos[npos++] = argv[i];
 		} else {
-			return die("volume %s: unexpected argument '%s'", sub, argv[i]);
+			return cli_die("volume %s: unexpected argument '%s'", sub, argv[i]);
 		}
 	}
 
 	if (!strcmp(sub, "list")) {
 		if (npos)
-			return die("usage: testudo volume list [--json]");
+			return cli_die("usage: testudo volume list [--json]");
 		if (admin_do(a, "GET", "/v1/volumes", NULL, json, &r, &j))
 			return 1;
 		if (!json && json_array_size(j) && json_object_get(json_array_get(j, 0), "replicas")) {
@@ -913,7 +645,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 	if (!strcmp(sub, "create")) {
 		json_t *req;
 		if (npos != 2)
-			return die("usage: testudo volume create NAME SIZE [--compress lz4]");
+			return cli_die("usage: testudo volume create NAME SIZE [--compress lz4]");
 		if (online_name(pos[0]) || online_size(pos[1], &size))
 			return 1;
 		req = json_pack("{s:s, s:I, s:s}", "name", pos[0], "size", (json_int_t)size,
@@ -925,7 +657,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 		json_decref(req);
 		if (!body)
-			return die("out of memory");
+			return cli_die("out of memory");
 		rc = admin_do(a, "POST", "/v1/volumes", body, json, &r, &j);
 		free(body);
 		if (rc)
@@ -944,14 +676,14 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 	} else if (!strcmp(sub, "resize")) {
 		json_t *req;
 		if (npos != 2)
-			return die("usage: testudo volume resize NAME SIZE");
+			return cli_die("usage: testudo volume resize NAME SIZE");
 		if (online_name(pos[0]) || online_size(pos[1], &size))
 			return 1;
 		req = json_pack("{s:I}", "size", (json_int_t)size);
 		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 		json_decref(req);
 		if (!body)
-			return die("out of memory");
+			return cli_die("out of memory");
 		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
 		rc = admin_do(a, "PUT", path, body, json, &r, &j);
 		free(body);
@@ -961,7 +693,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			printf("resized volume %s to %" PRIu64 " bytes\n", jstr(j, "name"), ju64(j, "size"));
 	} else if (!strcmp(sub, "delete")) {
 		if (npos != 1)
-			return die("usage: testudo volume delete NAME");
+			return cli_die("usage: testudo volume delete NAME");
 		if (online_name(pos[0]))
 			return 1;
 		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
@@ -971,7 +703,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 			printf("deleted volume %s\n", pos[0]);
 	} else if (!strcmp(sub, "verify")) {
 		if (npos != 1)
-			return die("usage: testudo volume verify NAME");
+			return cli_die("usage: testudo volume verify NAME");
 		if (online_name(pos[0]))
 			return 1;
 		snprintf(path, sizeof path, "/v1/volumes/%s/verify", pos[0]);
@@ -993,7 +725,7 @@ static int cmd_volume_online(const struct admin_addr *a, int argc, char **argv)
 		free(r.raw);
 		return same ? 0 : 1;
 	} else {
-		return die("unknown volume command '%s' (create, list, resize, delete, verify; import and export are "
+		return cli_die("unknown volume command '%s' (create, list, resize, delete, verify; import and export are "
 		           "offline)", sub);
 	}
 	json_decref(j);
@@ -1010,7 +742,7 @@ static void print_duration(uint64_t s)
 
 static int cmd_status(const struct admin_addr *a, int argc, char **argv)
 {
-	struct http_reply r;
+	struct admin_reply r;
 	bool json = false;
 	json_t *j, *e, *seg, *l;
 	char s1[32], s2[32];
@@ -1019,7 +751,7 @@ static int cmd_status(const struct admin_addr *a, int argc, char **argv)
 		if (!strcmp(argv[i], "--json"))
 			json = true;
 		else
-			return die("status: unexpected argument '%s' (testudo status [--json])", argv[i]);
+			return cli_die("status: unexpected argument '%s' (testudo status [--json])", argv[i]);
 	}
 	if (admin_do(a, "GET", "/v1/status", NULL, json, &r, &j))
 		return 1;
@@ -1093,7 +825,7 @@ static int cmd_promote(const struct admin_addr *a, int argc, char **argv)
 {
 	const char *name = NULL, *node = NULL;
 	bool json = false;
-	struct http_reply r;
+	struct admin_reply r;
 	char path[128];
 	json_t *j;
 
@@ -1105,17 +837,17 @@ static int cmd_promote(const struct admin_addr *a, int argc, char **argv)
 		else if (argv[i][0] != '-' && !name)
 			name = argv[i];
 		else
-			return die("promote: unexpected argument '%s' (testudo promote NAME --node ID)", argv[i]);
+			return cli_die("promote: unexpected argument '%s' (testudo promote NAME --node ID)", argv[i]);
 	}
 	if (!name || !node)
-		return die("usage: testudo promote NAME --node ID");
+		return cli_die("usage: testudo promote NAME --node ID");
 	if (online_name(name))
 		return 1;
 	json_t *req = json_pack("{s:s}", "node", node);
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (!body)
-		return die("out of memory");
+		return cli_die("out of memory");
 	snprintf(path, sizeof path, "/v1/volumes/%s/promote", name);
 	int rc = admin_do(a, "POST", path, body, json, &r, &j);
 	free(body);
@@ -1150,7 +882,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		} else {
-			die("unknown option '%s' (see testudo --help)", argv[i]);
+			cli_die("unknown option '%s' (see testudo --help)", argv[i]);
 			return 2;
 		}
 	}
@@ -1159,9 +891,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (dev && admin)
-		return die("--device works on a device offline, --admin talks to testudod: give one, not both");
-	if (parse_admin(admin ? admin : ADMIN_DEFAULT, &aa) < 0)
-		return die("invalid --admin '%s' (expected HOST:PORT, [IPv6]:PORT or :PORT)", admin);
+		return cli_die("--device works on a device offline, --admin talks to testudod: give one, not both");
+	if (admin_parse_addr(admin ? admin : ADMIN_DEFAULT, &aa) < 0)
+		return cli_die("invalid --admin '%s' (expected HOST:PORT, [IPv6]:PORT or :PORT)", admin);
 	if (!strcmp(argv[i], "format"))
 		return cmd_format(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "volume") && dev)
@@ -1170,12 +902,12 @@ int main(int argc, char **argv)
 		return cmd_volume_online(&aa, argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "promote")) {
 		if (dev)
-			return die("promote asks testudod (--admin), not a device");
+			return cli_die("promote asks testudod (--admin), not a device");
 		return cmd_promote(&aa, argc - i - 1, argv + i + 1);
 	}
 	if (!strcmp(argv[i], "status")) {
 		if (dev)
-			return die("status asks testudod; for a device no daemon holds, use testudo inspect PATH");
+			return cli_die("status asks testudod; for a device no daemon holds, use testudo inspect PATH");
 		return cmd_status(&aa, argc - i - 1, argv + i + 1);
 	}
 	if (!strcmp(argv[i], "inspect") || !strcmp(argv[i], "check")) {
@@ -1186,12 +918,12 @@ int main(int argc, char **argv)
 			if (!strcmp(argv[k], "--json"))
 				json = true;
 		if (!path)
-			return die("%s: which device? (testudo %s PATH)", argv[i], argv[i]);
+			return cli_die("%s: which device? (testudo %s PATH)", argv[i], argv[i]);
 		r = !strcmp(argv[i], "inspect") ? tdo_inspect(path, stdout, json) : tdo_check(path, stdout);
 		if (r < 0)
-			return die("%s: %s", path, tdo_strerror(r)) + 1;
+			return cli_die("%s: %s", path, tdo_strerror(r)) + 1;
 		return r;
 	}
-	die("unknown command '%s' (see testudo --help)", argv[i]);
+	cli_die("unknown command '%s' (see testudo --help)", argv[i]);
 	return 2;
 }
