@@ -17,6 +17,20 @@
 
 /* Print "testudo: MESSAGE" as one line on standard error; returns 1. */
 int cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A SIZE argument with an optional K/M/G/T suffix (powers of 1024) into
+ * *OUT; -1 after an error line that names it WHAT. */
+int cli_parse_size(const char *what, const char *s, uint64_t *out);
+
+/* ---- offline.c: the commands that open a device directly -------------- */
+
+/* testudo format ARGV...: the exit status. */
+int offline_format(int argc, char **argv);
+/* testudo --device DEV volume ARGV...: the exit status. */
+int offline_volume(const char *dev, int argc, char **argv);
+/* testudo CMD ARGV..., CMD "inspect" or "check", on ARGV[0] or else DEV:
+ * tdo_inspect()'s or tdo_check()'s result, 1 when no device is named, or 2
+ * when the device cannot be read. */
+int offline_inspect(const char *cmd, const char *dev, int argc, char **argv);
 
 /* ---- admin_client.c: the HTTP client of testudod's admin API ---------- */
 
