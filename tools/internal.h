@@ -59,4 +59,13 @@ int admin_parse_addr(const char *s, struct admin_addr *a);
 int admin_do(const struct admin_addr *a, const char *method, const char *path, const char *body,
              bool json, struct admin_reply *r, json_t **out);
 
+/* ---- online.c: the commands that go through the admin API ------------ */
+
+/* testudo [--admin A] volume ARGV...: the exit status. */
+int online_volume(const struct admin_addr *a, int argc, char **argv);
+/* testudo [--admin A] status ARGV...: the exit status. */
+int online_status(const struct admin_addr *a, int argc, char **argv);
+/* testudo [--admin A] promote ARGV...: the exit status. */
+int online_promote(const struct admin_addr *a, int argc, char **argv);
+
 #endif
