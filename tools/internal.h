@@ -20,6 +20,9 @@ int cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A SIZE argument with an optional K/M/G/T suffix (powers of 1024) into
  * *OUT; -1 after an error line that names it WHAT. */
 int cli_parse_size(const char *what, const char *s, uint64_t *out);
+/* A volume's SIZE argument: cli_parse_size(), then a positive multiple of
+ * 512 bytes; 0 or 1. */
+int cli_parse_vol_size(const char *arg, uint64_t *size);
 
 /* ---- offline.c: the commands that open a device directly -------------- */
 

@@ -225,6 +225,15 @@ static int vol_err(const char *name, int err)
 	return cli_die("volume '%s': %s", name, tdo_strerror(err));
 }
 
+/* The end of a volume operation on S that ERR says was started (0) or
+ * refused: 0, or 1 after vol_err()'s line. */
+static int vol_op_end(struct session *s, const char *name, int err)
+{
+	if (!err)
+		err = session_wait(s);
+	return err ? vol_err(name, err) : 0;
+}
+
 struct xfer {
 	struct session *s;
 	uint32_t vol;
@@ -367,7 +376,7 @@ int offline_volume(const char *dev, int argc, char **argv)
 	struct session s;
 	const char *sub;
 	bool json = false;
-	int rc = 0, err;
+	int rc = 0;
 
 	if (argc < 1)
 		return cli_die("volume: which command? (create, list, resize, delete, import, export)");
@@ -390,18 +399,12 @@ int offline_volume(const char *dev, int argc, char **argv)
 				return cli_die("volume create: unknown option '%s'", argv[i]);
 			}
 		}
-		if (cli_parse_size("size", argv[2], &size))
+		if (cli_parse_vol_size(argv[2], &size))
 			return 1;
-		if (size == 0 || size % TDO_SECTOR_SIZE)
-			return cli_die("volume size must be a positive multiple of 512 bytes");
 		if (session_open(&s, dev))
 			return 1;
-		err = tdo_vol_create(s.e, argv[1], size, flags, done_cb, &s);
-		if (!err)
-			err = session_wait(&s);
-		if (err)
-			rc = vol_err(argv[1], err);
-		else
+		rc = vol_op_end(&s, argv[1], tdo_vol_create(s.e, argv[1], size, flags, done_cb, &s));
+		if (!rc)
 			printf("created volume %s (%" PRIu64 " bytes%s)\n", argv[1], size, flags ? ", lz4" : "");
 	} else if (!strcmp(sub, "list")) {
 		struct tdo_vol_info *vi;
@@ -435,30 +438,20 @@ int offline_volume(const char *dev, int argc, char **argv)
 		uint64_t size;
 		if (argc != 3)
 			return cli_die("usage: testudo --device PATH volume resize NAME SIZE");
-		if (cli_parse_size("size", argv[2], &size))
+		if (cli_parse_vol_size(argv[2], &size))
 			return 1;
-		if (size == 0 || size % TDO_SECTOR_SIZE)
-			return cli_die("volume size must be a positive multiple of 512 bytes");
 		if (session_open(&s, dev))
 			return 1;
-		err = tdo_vol_resize(s.e, argv[1], size, done_cb, &s);
-		if (!err)
-			err = session_wait(&s);
-		if (err)
-			rc = vol_err(argv[1], err);
-		else
+		rc = vol_op_end(&s, argv[1], tdo_vol_resize(s.e, argv[1], size, done_cb, &s));
+		if (!rc)
 			printf("resized volume %s to %" PRIu64 " bytes\n", argv[1], size);
 	} else if (!strcmp(sub, "delete")) {
 		if (argc != 2)
 			return cli_die("usage: testudo --device PATH volume delete NAME");
 		if (session_open(&s, dev))
 			return 1;
-		err = tdo_vol_delete(s.e, argv[1], done_cb, &s);
-		if (!err)
-			err = session_wait(&s);
-		if (err)
-			rc = vol_err(argv[1], err);
-		else
+		rc = vol_op_end(&s, argv[1], tdo_vol_delete(s.e, argv[1], done_cb, &s));
+		if (!rc)
 			printf("deleted volume %s\n", argv[1]);
 	} else if (!strcmp(sub, "import") || !strcmp(sub, "export")) {
 		if (argc != 3)

@@ -53,12 +53,12 @@ static int online_name(const char *name)
 	return 0;
 }
 
-static int online_size(const char *arg, uint64_t *size)
+/* PATH = "/v1/volumes/NAME" then TAIL, once NAME is known valid; 0 or 1. */
+static int volume_path(char *path, size_t len, const char *name, const char *tail)
 {
-	if (cli_parse_size("size", arg, size))
+	if (online_name(name))
 		return 1;
-	if (*size == 0 || *size % TDO_SECTOR_SIZE)
-		return cli_die("volume size must be a positive multiple of 512 bytes");
+	snprintf(path, len, "/v1/volumes/%s%s", name, tail);
 	return 0;
 }
 
@@ -140,7 +140,7 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 		json_t *req;
 		if (npos != 2)
 			return cli_die("usage: testudo volume create NAME SIZE [--compress lz4]");
-		if (online_name(pos[0]) || online_size(pos[1], &size))
+		if (online_name(pos[0]) || cli_parse_vol_size(pos[1], &size))
 			return 1;
 		req = json_pack("{s:s, s:I, s:s}", "name", pos[0], "size", (json_int_t)size,
 		                "compress", compress ? compress : "none");
@@ -171,14 +171,13 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 		json_t *req;
 		if (npos != 2)
 			return cli_die("usage: testudo volume resize NAME SIZE");
-		if (online_name(pos[0]) || online_size(pos[1], &size))
+		if (volume_path(path, sizeof path, pos[0], "") || cli_parse_vol_size(pos[1], &size))
 			return 1;
 		req = json_pack("{s:I}", "size", (json_int_t)size);
 		body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 		json_decref(req);
 		if (!body)
 			return cli_die("out of memory");
-		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
 		rc = admin_do(a, "PUT", path, body, json, &r, &j);
 		free(body);
 		if (rc)
@@ -188,9 +187,8 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 	} else if (!strcmp(sub, "delete")) {
 		if (npos != 1)
 			return cli_die("usage: testudo volume delete NAME");
-		if (online_name(pos[0]))
+		if (volume_path(path, sizeof path, pos[0], ""))
 			return 1;
-		snprintf(path, sizeof path, "/v1/volumes/%s", pos[0]);
 		if (admin_do(a, "DELETE", path, NULL, json, &r, &j))
 			return 1;
 		if (!json)
@@ -198,9 +196,8 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 	} else if (!strcmp(sub, "verify")) {
 		if (npos != 1)
 			return cli_die("usage: testudo volume verify NAME");
-		if (online_name(pos[0]))
+		if (volume_path(path, sizeof path, pos[0], "/verify"))
 			return 1;
-		snprintf(path, sizeof path, "/v1/volumes/%s/verify", pos[0]);
 		if (admin_do(a, "POST", path, "{}", json, &r, &j))
 			return 1;
 		bool same = json_is_true(json_object_get(j, "identical"));
@@ -335,14 +332,13 @@ int online_promote(const struct admin_addr *a, int argc, char **argv)
 	}
 	if (!name || !node)
 		return cli_die("usage: testudo promote NAME --node ID");
-	if (online_name(name))
+	if (volume_path(path, sizeof path, name, "/promote"))
 		return 1;
 	json_t *req = json_pack("{s:s}", "node", node);
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (!body)
 		return cli_die("out of memory");
-	snprintf(path, sizeof path, "/v1/volumes/%s/promote", name);
 	int rc = admin_do(a, "POST", path, body, json, &r, &j);
 	free(body);
 	if (rc)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "testudo/format.h"
 #include "testudo/util.h"
 
 #include "internal.h"
@@ -65,6 +66,15 @@ int cli_parse_size(const char *what, const char *s, uint64_t *out)
 		cli_die("invalid %s '%s' (expected a number with an optional K/M/G/T suffix)", what, s);
 		return -1;
 	}
+	return 0;
+}
+
+int cli_parse_vol_size(const char *arg, uint64_t *size)
+{
+	if (cli_parse_size("size", arg, size))
+		return 1;
+	if (*size == 0 || *size % TDO_SECTOR_SIZE)
+		return cli_die("volume size must be a positive multiple of 512 bytes");
 	return 0;
 }
 
