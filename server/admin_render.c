@@ -13,8 +13,8 @@
  * that what /metrics says can be read in one place and the request path
  * (metrics.c) stays free of text.
  *
- * Must never: block the loop or keep anything between calls; a failed
- * allocation fails the whole rendering (NULL), never a partial text.
+ * Must never: block the loop or keep anything between calls, or send a
+ * partial /metrics: a failed allocation fails the whole text (NULL).
  */
 #include <inttypes.h>
 #include <stdarg.h>

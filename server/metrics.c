@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DESIGN: per-volume request counters and latency histograms, kept in
- * memory for /metrics (admin.c renders them).
+ * memory for /metrics (admin_render.c renders them).
  *
  * What: one struct met_vol per volume name, found by met_vol() and fed by
  * met_record() for every NBD request. A histogram's bucket i counts every
