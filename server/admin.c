@@ -91,24 +91,6 @@ void admin_reply_error(struct aconn *c, int status, const char *msg)
 	send_error(c, status, "%s", msg);
 }
 
-/* Does the query string Q (LEN bytes, no '?') hold the parameter PARAM exactly? */
-static bool query_has(const char *q, size_t len, const char *param)
-{
-	size_t pl = strlen(param);
-
-	while (len) {
-		const char *amp = memchr(q, '&', len);
-		size_t n = amp ? (size_t)(amp - q) : len;
-		if (n == pl && memcmp(q, param, pl) == 0)
-			return true;
-		if (!amp)
-			break;
-		len -= n + 1;
-		q = amp + 1;
-	}
-	return false;
-}
-
 /* ---- volumes --------------------------------------------------------------- */
 
 static json_t *vol_json(struct daemon *d, const struct tdo_vol_info *vi)
@@ -650,43 +632,6 @@ static bool method_is(const struct aconn *c, const char *m)
 	return strcmp(c->req.method, m) == 0;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode a path segment into OUT (OUTLEN bytes with the NUL); -1 when it does not fit or is malformed. */
-static int decode_segment(const char *s, size_t n, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-		if (ch == '%') {
-			int hi, lo;
-			if (i + 2 >= n)
-				return -1;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-				return -1;
-			ch = (char)(hi * 16 + lo);
-			i += 2;
-		}
-		if (o + 1 >= outlen)
-			return -1;
-		out[o++] = ch;
-	}
-	out[o] = 0;
-	return 0;
-}
-
 void admin_dispatch(struct aconn *c)
 {
 	struct daemon *d = c->a->d;
@@ -700,7 +645,7 @@ void admin_dispatch(struct aconn *c)
 	c->op_name[0] = 0;
 	if (q) {
 		/* only DELETE on a volume takes one (force=1); the rest is ignored */
-		force = query_has(q + 1, c->req.target_len - (size_t)(q - t) - 1, "force=1");
+		force = http_query_has(q + 1, c->req.target_len - (size_t)(q - t) - 1, "force=1");
 		plen = (size_t)(q - t);
 	}
 	if (memchr(t, '#', c->req.target_len)) {
@@ -708,8 +653,8 @@ void admin_dispatch(struct aconn *c)
 		send_error(c, 400, "a request target has no fragment");
 		return;
 	}
-	c->req.head_only = method_is(c, "HEAD");
-	get = method_is(c, "GET") || c->req.head_only;
+	c->head_only = method_is(c, "HEAD");
+	get = method_is(c, "GET") || c->head_only;
 	tdo_log(TDO_LOG_DEBUG, "admin", "%s: %s %.*s", c->peer, c->req.method, (int)c->req.target_len, t);
 	if (!d->engine || d->stopping) {
 		send_error(c, 503, "testudod is shutting down");
@@ -728,7 +673,7 @@ void admin_dispatch(struct aconn *c)
 		size_t alen = plen - (size_t)(slash + 1 - t);
 		const char *action = alen == 7 && !memcmp(slash + 1, "promote", 7) ? "promote" :
 		                     alen == 6 && !memcmp(slash + 1, "verify", 6) ? "verify" : NULL;
-		if (!action || decode_segment(t + 12, (size_t)(slash - (t + 12)), name, sizeof name) < 0) {
+		if (!action || http_decode_segment(t + 12, (size_t)(slash - (t + 12)), name, sizeof name) < 0) {
 			send_error(c, 404, "no such endpoint: %.*s (a volume has /promote and /verify)",
 			           (int)(plen > 200 ? 200 : plen), t);
 			return;
@@ -740,7 +685,7 @@ void admin_dispatch(struct aconn *c)
 		if (name_ok(c, name))
 			h_vol_action(c, name, action);
 	} else if (plen > 12 && memcmp(t, "/v1/volumes/", 12) == 0 && !memchr(t + 12, '/', plen - 12)) {
-		if (decode_segment(t + 12, plen - 12, name, sizeof name) < 0) {
+		if (http_decode_segment(t + 12, plen - 12, name, sizeof name) < 0) {
 			send_error(c, 400, "invalid volume name in the path");
 			return;
 		}

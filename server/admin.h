@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The admin endpoint's internals, grouped by the file that defines them:
- * http.c (connections and framing), admin.c (routes and handlers),
- * admin_render.c (/v1/status and /metrics) and metrics.c. internal.h
- * holds what the rest of the daemon calls.
+ * http_parse.c (the request parser), http.c (connections and framing),
+ * admin.c (routes and handlers), admin_render.c (/v1/status and
+ * /metrics) and metrics.c. internal.h holds what the rest of the daemon
+ * calls.
  */
 #ifndef TESTUDO_SERVER_ADMIN_H
 #define TESTUDO_SERVER_ADMIN_H
@@ -11,6 +12,40 @@
 #include <jansson.h>
 
 #include "internal.h"
+
+/* ---- http_parse.c: the request parser (no libuv, no allocation) ------------ */
+
+#define HTTP_MAX_HEAD    (16u << 10)   /* request line and headers */
+#define HTTP_MAX_BODY    (64u << 10)
+#define HTTP_MAX_HEADERS 100
+
+/* A request's line and headers, parsed; offsets into the buffer parsed. */
+struct http_req {
+	char method[16];
+	size_t target_off, target_len;
+	size_t head_len;            /* request line + headers + blank line */
+	size_t body_len;            /* Content-Length (0 without one) */
+	int minor;                  /* HTTP/1.<minor> */
+	bool keep_alive;            /* 1.1 without "close", 1.0 with "keep-alive" */
+	bool expect_continue;       /* Expect: 100-continue */
+};
+
+/*
+ * Parse the request line and headers at the start of BUF (LEN bytes).
+ * Returns head_len (> 0) with *OUT filled, the body being the next
+ * out->body_len bytes; 0 when no complete head is there yet and nothing
+ * so far is wrong; or -STATUS (400, 413, 417, 431, 501, 505) with *WHY
+ * set to one line for the client. *OUT is reset first, whatever the result.
+ */
+int http_parse(const char *buf, size_t len, struct http_req *out, const char **why);
+/* Bytes of empty lines (CRLF) at the start of BUF, at most 64: a robust
+ * server ignores them before a request (RFC 9112 2.2); the caller drops them. */
+size_t http_skip_empty_lines(const char *buf, size_t len);
+/* Does the query string Q (LEN bytes, no '?') hold the parameter PARAM exactly? */
+bool http_query_has(const char *q, size_t len, const char *param);
+/* Percent-decode a path segment S[0, N) into OUT (OUTLEN bytes with the NUL);
+ * -1 when it does not fit or is malformed (a bad escape, %00). */
+int http_decode_segment(const char *s, size_t n, char *out, size_t outlen);
 
 /* ---- http.c: connections, framing, replies ------------------------------- */
 
@@ -55,16 +90,9 @@ struct aconn {
 	size_t in_len, in_cap;
 
 	/* the request being handled; offsets into in (it may move) */
-	struct {
-		char method[16];
-		size_t target_off, target_len;
-		size_t head_len;        /* request line + headers + blank line */
-		size_t body_len;        /* Content-Length */
-		int minor;              /* HTTP/1.<minor> */
-		bool keep_alive;
-		bool expect_continue, continue_sent;
-		bool head_only;         /* HEAD: headers without the body */
-	} req;
+	struct http_req req;
+	bool continue_sent;         /* the interim 100 Continue is queued */
+	bool head_only;             /* HEAD: headers without the body (admin.c sets it) */
 
 	/* the volume operation with the engine (AS_ENGINE) */
 	int op;                     /* enum vol_op (admin.c) */

@@ -3,10 +3,10 @@
  * DESIGN: the admin endpoint's HTTP/1.1 connections: accept, read,
  * frame, reply, keep alive, close. admin.c answers the requests.
  *
- * What: each connection reads into one buffer, parses the request line
- * and headers, waits for the body (Content-Length only), hands the
- * complete request to admin_dispatch() and writes the reply the handler
- * gives http_reply(), at once or from an engine callback. Malformed
+ * What: each connection reads into one buffer, has http_parse() read the
+ * request line and headers, waits for the body (Content-Length only),
+ * hands the complete request to admin_dispatch() and writes the reply the
+ * handler gives http_reply(), at once or from an engine callback. Malformed
  * requests get 400 (431 for a request line and headers over 16 KiB, 413
  * for a body over 64 KiB, 501 for Transfer-Encoding, 505 for other HTTP
  * versions, 408 for one that does not arrive in time) and the connection
@@ -32,15 +32,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "internal.h"
 #include "admin.h"
 
-#define HTTP_MAX_HEAD    (16u << 10)   /* request line and headers */
-#define HTTP_MAX_BODY    (64u << 10)
-#define HTTP_MAX_HEADERS 100
 #define HTTP_MAX_CONNS   256           /* beyond this, 503 and close */
 #define HTTP_IN_MIN      4096
 #define HTTP_IN_MAX      (HTTP_MAX_HEAD + HTTP_MAX_BODY + HTTP_IN_MIN)
@@ -82,33 +78,6 @@ const char *http_reason(int status)
 	case 507: return "Insufficient Storage";
 	default: return "Unknown";
 	}
-}
-
-static bool is_tchar(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-/* Case-insensitive: does the header value list (comma-separated) hold TOKEN? */
-static bool list_has(const char *v, size_t n, const char *token)
-{
-	size_t tl = strlen(token), i = 0;
-
-	while (i < n) {
-		size_t s, e;
-		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		s = i;
-		while (i < n && v[i] != ',')
-			i++;
-		e = i;
-		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-			e--;
-		if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* ---- connection lifetime -------------------------------------------------- */
@@ -202,6 +171,7 @@ static void reply_written(struct aconn *c)
 	}
 	c->state = AS_HEAD;
 	memset(&c->req, 0, sizeof c->req);
+	c->continue_sent = c->head_only = false;
 	uv_timer_start(&c->timer, on_timer, HTTP_REQ_MS, 0);
 	conn_process(c);
 }
@@ -268,7 +238,7 @@ void http_reply(struct aconn *c, int status, const char *ctype, const char *extr
 	             status, http_reason(status), date, ctype, blen,
 	             c->close_after ? "close" : "keep-alive", extra ? extra : "");
 	if (n < 0 || (size_t)n >= sizeof hdr ||
-	    queue_write(c, hdr, (size_t)n, body, c->req.head_only ? 0 : blen, true) < 0) {
+	    queue_write(c, hdr, (size_t)n, body, c->head_only ? 0 : blen, true) < 0) {
 		tdo_log(TDO_LOG_ERROR, "admin", "%s: cannot queue a reply", c->peer);
 		conn_close(c);
 	}
@@ -286,7 +256,7 @@ static void send_interim_continue(struct aconn *c)
 {
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-	c->req.continue_sent = true;
+	c->continue_sent = true;
 	if (queue_write(c, cont, sizeof cont - 1, NULL, 0, false) < 0)
 		conn_close(c);
 }
@@ -380,199 +350,35 @@ static void consume(struct aconn *c, size_t n)
 	}
 }
 
-/*
- * The request line: METHOD SP TARGET SP HTTP/1.x, nothing else.
- * Returns 0, or an HTTP status with *why set.
- */
-static int parse_request_line(struct aconn *c, const char *p, size_t n, const char **why)
-{
-	size_t i = 0, m;
-
-	while (i < n && is_tchar((unsigned char)p[i]))
-		i++;
-	if (i == 0 || i >= n || p[i] != ' ') {
-		*why = "malformed request line";
-		return 400;
-	}
-	if (i >= sizeof c->req.method) {
-		*why = "method not implemented";
-		return 501;
-	}
-	memcpy(c->req.method, p, i);
-	c->req.method[i] = 0;
-	m = ++i;
-	while (i < n && p[i] > 0x20 && p[i] < 0x7f)
-		i++;
-	if (i == m || i >= n || p[i] != ' ') {
-		*why = "malformed request target";
-		return 400;
-	}
-	if (p[m] != '/') {
-		*why = "the request target must be an absolute path";
-		return 400;
-	}
-	c->req.target_off = (size_t)(p - c->in) + m;
-	c->req.target_len = i - m;
-	i++;
-	if (n - i == 8 && memcmp(p + i, "HTTP/1.", 7) == 0 && (p[i + 7] == '0' || p[i + 7] == '1')) {
-		c->req.minor = p[i + 7] - '0';
-		return 0;
-	}
-	if (n - i == 8 && memcmp(p + i, "HTTP/", 5) == 0 && p[i + 5] >= '0' && p[i + 5] <= '9' &&
-	    p[i + 6] == '.' && p[i + 7] >= '0' && p[i + 7] <= '9') {
-		*why = "only HTTP/1.0 and HTTP/1.1 are supported";
-		return 505;
-	}
-	*why = "malformed HTTP version";
-	return 400;
-}
-
-/*
- * Request line and headers, in[0, head_len), which ends with the blank
- * line. Fills c->req; returns 0, or an HTTP status with *why set.
- */
-static int parse_head(struct aconn *c, const char **why)
-{
-	const char *p = c->in, *end = c->in + c->req.head_len - 2; /* the last CRLF */
-	const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-	bool have_cl = false, conn_close_tok = false, conn_keep = false;
-	int host = 0, nhdr = 0, st;
-
-	st = parse_request_line(c, p, (size_t)(eol - p), why);
-	if (st)
-		return st;
-	for (p = eol + 2; p < end; p = eol + 2) {
-		const char *name = p, *v, *ve;
-		size_t nlen;
-
-		eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-		if (++nhdr > HTTP_MAX_HEADERS) {
-			*why = "too many header fields";
-			return 431;
-		}
-		while (p < eol && is_tchar((unsigned char)*p))
-			p++;
-		nlen = (size_t)(p - name);
-		if (nlen == 0 || p == eol || *p != ':') {
-			*why = "malformed header field";
-			return 400;
-		}
-		v = p + 1;
-		while (v < eol && (*v == ' ' || *v == '\t'))
-			v++;
-		ve = eol;
-		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-			ve--;
-		for (const char *q = v; q < ve; q++) {
-			unsigned char ch = (unsigned char)*q;
-			if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-				*why = "control character in a header field";
-				return 400;
-			}
-		}
-#define IS(h) (nlen == sizeof(h) - 1 && strncasecmp(name, h, nlen) == 0)
-		if (IS("Content-Length")) {
-			uint64_t len = 0;
-			if (have_cl || v == ve) {
-				*why = have_cl ? "more than one Content-Length" : "empty Content-Length";
-				return 400;
-			}
-			have_cl = true;
-			for (const char *q = v; q < ve; q++) {
-				if (*q < '0' || *q > '9') {
-					*why = "malformed Content-Length";
-					return 400;
-				}
-				len = len * 10 + (uint64_t)(*q - '0');
-				if (len > HTTP_MAX_BODY) {
-					*why = "request body larger than 64 KiB";
-					return 413;
-				}
-			}
-			c->req.body_len = (size_t)len;
-		} else if (IS("Transfer-Encoding")) {
-			*why = "Transfer-Encoding is not supported; send a Content-Length";
-			return 501;
-		} else if (IS("Connection")) {
-			conn_close_tok |= list_has(v, (size_t)(ve - v), "close");
-			conn_keep |= list_has(v, (size_t)(ve - v), "keep-alive");
-		} else if (IS("Expect")) {
-			if ((size_t)(ve - v) != 12 || strncasecmp(v, "100-continue", 12) != 0) {
-				*why = "unsupported expectation";
-				return 417;
-			}
-			c->req.expect_continue = true;
-		} else if (IS("Host")) {
-			host++;
-		}
-#undef IS
-	}
-	if (c->req.minor == 1 && host != 1) {
-		*why = host ? "more than one Host header" : "missing Host header";
-		return 400;
-	}
-	c->req.keep_alive = c->req.minor == 1 ? !conn_close_tok : conn_keep && !conn_close_tok;
-	return 0;
-}
-
 /* Parse and answer what the input holds, in order, one request at a time. */
 static void conn_process(struct aconn *c)
 {
 	const char *why = NULL;
-	int st;
+	int n;
 
 	if (c->state == AS_HEAD) {
-		char *hend;
-		size_t skip = 0;
+		size_t skip = http_skip_empty_lines(c->in, c->in_len);
 
-		/* a robust server ignores empty lines before a request (RFC 9112 2.2) */
-		while (c->in_len - skip >= 2 && c->in[skip] == '\r' && c->in[skip + 1] == '\n' && skip < 64)
-			skip += 2;
 		if (skip)
 			consume(c, skip);
 		if (c->in_len == 0) {
 			read_on(c);
 			return;
 		}
-		hend = memmem(c->in, c->in_len < HTTP_MAX_HEAD ? c->in_len : HTTP_MAX_HEAD, "\r\n\r\n", 4);
-		if (!hend) {
-			if (c->in_len >= HTTP_MAX_HEAD) {
-				bad_request(c, 431, "request line and headers larger than 16 KiB");
-				return;
-			}
-			/* a request that cannot be HTTP is refused at once: a method
-			 * is a token, and a complete request line must parse */
-			size_t k = 0;
-			while (k < c->in_len && k < sizeof c->req.method && is_tchar((unsigned char)c->in[k]))
-				k++;
-			if (k < c->in_len && k < sizeof c->req.method && (k == 0 || c->in[k] != ' ') &&
-			    c->in[0] != '\r') {
-				bad_request(c, 400, "malformed request line");
-				return;
-			}
-			char *eol = memmem(c->in, c->in_len, "\r\n", 2);
-			if (eol && (st = parse_request_line(c, c->in, (size_t)(eol - c->in), &why))) {
-				bad_request(c, st, why);
-				return;
-			}
-			if (!eol && memchr(c->in, '\n', c->in_len)) {
-				bad_request(c, 400, "lines must end with CRLF");
-				return;
-			}
-			read_on(c);
+		n = http_parse(c->in, c->in_len, &c->req, &why);
+		if (n < 0) {
+			bad_request(c, -n, why);
 			return;
 		}
-		c->req.head_len = (size_t)(hend - c->in) + 4;
-		st = parse_head(c, &why);
-		if (st) {
-			bad_request(c, st, why);
+		if (n == 0) {
+			read_on(c);
 			return;
 		}
 		c->state = AS_BODY;
 	}
 	if (c->state == AS_BODY) {
 		if (c->in_len - c->req.head_len < c->req.body_len) {
-			if (c->req.expect_continue && !c->req.continue_sent)
+			if (c->req.expect_continue && !c->continue_sent)
 				send_interim_continue(c);
 			read_on(c);
 			return;
