@@ -69,6 +69,11 @@ $(BUILD)/tests/unit/test_bench: tests/unit/test_bench.c $(filter-out %/main.o,$(
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Ibench/testudo-bench -o $@ $(filter %.c %.o %.a,$^) $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# the admin endpoint's HTTP parser on its own: it is pure, so nothing else is linked
+$(BUILD)/tests/unit/test_http: tests/unit/test_http.c $(BUILD)/server/http_parse.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
+
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka
