@@ -10,7 +10,7 @@
  * become free: before it, the older checkpoint (or its replay path) may
  * still refer to them. (A segment written entirely before the durable
  * checkpoint's replay start is freed as soon as it is empty, without a new
- * checkpoint: see eng_try_free.)
+ * checkpoint: see seg_try_free.)
  *
  * Must never: overwrite the area holding the newest valid checkpoint, or
  * free a segment before the checkpoint that forgot it is durable.
@@ -200,23 +200,14 @@ static void ckpt_after(uv_work_t *w, int status)
 	if (err) {
 		eng_poison(e, err, "checkpoint write");
 		for (uint32_t i = 0; i < j->nfreeing; i++)
-			e->segs[j->freeing[i]].state = SEG_SEALED;
+			seg_unmark_freeing(e, j->freeing[i]);
 	} else {
 		e->ckpt_seq = j->seq;
 		e->ckpt_log_seq = j->log_seq;
 		e->st.ckpt_count++;
 		e->st.ckpt_seq = j->seq;
-		for (uint32_t i = 0; i < j->nfreeing; i++) {
-			struct seg *s = &e->segs[j->freeing[i]];
-			if (s->state != SEG_FREEING)
-				continue;
-			if (s->readers) {
-				s->free_when_idle = true; /* the last reader frees it */
-				continue;
-			}
-			s->state = SEG_FREE;
-			e->seg_free++;
-		}
+		for (uint32_t i = 0; i < j->nfreeing; i++)
+			seg_release(e, j->freeing[i]);
 		tdo_log(TDO_LOG_DEBUG, "checkpoint", "checkpoint %llu durable, %u segments freed",
 		        (unsigned long long)j->seq, j->nfreeing);
 	}
@@ -271,13 +262,9 @@ static void ckpt_start(struct tdo_engine *e)
 		err = -ENOMEM;
 		goto fail;
 	}
-	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++) {
-		struct seg *s = &e->segs[i];
-		if (s->state == SEG_SEALED && s->live == 0 && !s->cleaning) {
-			s->state = SEG_FREEING;
+	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++)
+		if (seg_mark_freeing(e, i))
 			j->freeing[j->nfreeing++] = i;
-		}
-	}
 	e->log_since_ckpt = 0;
 	e->ckpt = j;
 	j->work.data = j;
@@ -285,7 +272,7 @@ static void ckpt_start(struct tdo_engine *e)
 	if (err) {
 		e->ckpt = NULL;
 		for (uint32_t i = 0; i < j->nfreeing; i++)
-			e->segs[j->freeing[i]].state = SEG_SEALED;
+			seg_unmark_freeing(e, j->freeing[i]);
 		goto fail;
 	}
 	return;

@@ -69,7 +69,7 @@ static void job_finish(struct tdo_engine *e, struct clean_job *j)
 		        j->seg, (unsigned long long)s->live);
 	} else {
 		e->st.segs_cleaned++;
-		eng_try_free(e, j->seg);
+		seg_try_free(e, j->seg);
 	}
 	tdo_log(TDO_LOG_DEBUG, "cleaner", "segment %u cleaned, %u records copied", j->seg, j->copies);
 	free(j->buf);
@@ -154,9 +154,9 @@ void cln_maybe_start(struct tdo_engine *e)
 	if (e->seg_free >= e->clean_low)
 		return;
 	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++) {
-		if (eng_try_free(e, i))
+		if (seg_try_free(e, i))
 			continue;
-		if (e->segs[i].state == SEG_SEALED && e->segs[i].live == 0 && !e->segs[i].cleaning)
+		if (seg_reclaimable(e, i))
 			reclaim++;
 		else if (e->segs[i].state == SEG_FREEING)
 			freeing++;

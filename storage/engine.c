@@ -86,26 +86,6 @@ static uint64_t payload_bytes(struct tdo_ie e)
 	return ie_has_payload(e) ? (uint64_t)ie_nsect(e) * TDO_SECTOR_SIZE : 0;
 }
 
-/*
- * An empty sealed segment usually waits for the next checkpoint, because
- * the durable one may name its records. It need not wait when all of it was
- * written before the durable checkpoint's replay start: then it is on no
- * replay path, and every record that moved its data elsewhere (a newer
- * write, a trim, a cleaner copy) is durable and after that start, or already
- * in the checkpoint, so replay never needs the old copy's bytes.
- */
-bool eng_try_free(struct tdo_engine *e, uint32_t i)
-{
-	struct seg *s = &e->segs[i];
-
-	if (s->state != SEG_SEALED || s->live || s->cleaning || s->readers ||
-	    s->age >= e->ckpt_log_seq || e->closing == 2)
-		return false;
-	s->state = SEG_FREE;
-	e->seg_free++;
-	return true;
-}
-
 void eng_account(struct tdo_engine *e, struct vol *v, struct tdo_ie old, struct tdo_ie neu)
 {
 	uint64_t s;
@@ -113,7 +93,7 @@ void eng_account(struct tdo_engine *e, struct vol *v, struct tdo_ie old, struct 
 	if (ie_has_payload(old)) {
 		s = eng_sector_to_seg(e, ie_sector(old));
 		if (s < e->sb.sb_seg_count && (e->segs[s].live -= payload_bytes(old)) == 0)
-			eng_try_free(e, (uint32_t)s);
+			seg_try_free(e, (uint32_t)s);
 		v->live -= payload_bytes(old);
 		e->st.live_bytes -= payload_bytes(old);
 	}
@@ -291,18 +271,7 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	err = ckpt_write_sync(e);
 	if (err)
 		goto fail_close;
-	e->seg_free = 0;
-	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++) {
-		struct seg *s = &e->segs[i];
-		if (i == e->head_seg)
-			s->state = SEG_OPEN;
-		else if (s->live)
-			s->state = SEG_SEALED;
-		else {
-			s->state = SEG_FREE;
-			e->seg_free++;
-		}
-	}
+	seg_set_from_recovery(e);
 	e->st.recovery_usec = tdo_now_usec() - t0;
 
 	err = uv_async_init(loop, &e->alive, NULL);

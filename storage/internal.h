@@ -228,18 +228,85 @@ int idx_resize(struct idx *x, uint64_t nblocks,
 /* Visit every non-HOLE entry in block order; stops when FN returns != 0. */
 int idx_walk(const struct idx *x, int (*fn)(void *arg, uint64_t b, struct tdo_ie e), void *arg);
 
-/* ---- engine.c --------------------------------------------------------- */
+/* ---- segment.c: the segment life cycle -------------------------------- */
 
+/*
+ * One segment of the log. Its state changes only in segment.c:
+ *
+ *            seg_open_next           seg_open_next
+ *     FREE --------------> OPEN --------------------> SEALED
+ *     ^  ^                                            | |  ^
+ *     |  +--------------- seg_try_free ---------------+ |  | seg_unmark_freeing
+ *     |                              seg_mark_freeing   v  |
+ *     +----- seg_release, seg_reader_put ------------ FREEING
+ *
+ *   FREE -> OPEN        seg_open_next: the writer needs a new head
+ *   OPEN -> SEALED      seg_open_next: the same call seals the old head
+ *   SEALED -> FREE      seg_try_free: empty, and wholly before the durable
+ *                       checkpoint's replay start (called when it empties,
+ *                       eng_account; when the cleaner is done with it; when
+ *                       its last read ends; when the cleaner looks for room)
+ *   SEALED -> FREEING   seg_mark_freeing: empty at a checkpoint's snapshot
+ *   FREEING -> SEALED   seg_unmark_freeing: that checkpoint failed
+ *   FREEING -> FREE     seg_release: that checkpoint is durable; or, when
+ *                       reads still held it then, seg_reader_put of the last
+ *
+ * At open, once recovery has written a fresh checkpoint (which names no
+ * empty segment), seg_set_from_recovery sets every state afresh: the log
+ * head OPEN, a segment with live data SEALED, every other one FREE.
+ *
+ * Invariants:
+ *   - while the engine is open exactly one segment is OPEN, e->head_seg;
+ *     batches go into it and nowhere else
+ *   - e->seg_free is the number of FREE segments
+ *   - FREE and FREEING segments have live == 0 (the index names nothing
+ *     in them); a FREEING one may still have readers that looked it up
+ *     before it emptied, never new ones
+ *   - "reclaimable" (seg_reclaimable) is SEALED, live == 0, not cleaning
+ *
+ * Must never happen: a segment becomes FREE, and so may be overwritten by
+ * the next head, while anything can still refer to it: live data, the
+ * cleaner reading it (cleaning), a read in flight (readers), the durable
+ * checkpoint (it goes FREEING -> FREE only once a checkpoint taken after
+ * it emptied is durable), or the durable checkpoint's replay path (it
+ * goes SEALED -> FREE directly only when its newest batch, age, precedes
+ * that checkpoint's replay start). Nothing is freed while the final
+ * checkpoint is written (e->closing == 2).
+ */
 enum seg_state { SEG_FREE = 0, SEG_OPEN, SEG_SEALED, SEG_FREEING };
 struct seg {
-	uint64_t live;              /* payload bytes the index refers to */
-	uint64_t age;               /* newest bh_seq written into it */
-	uint8_t state;              /* enum seg_state */
-	bool cleaning;
-	bool stuck;                 /* the cleaner could not empty it */
-	bool free_when_idle;        /* freed by a checkpoint, waits for readers */
-	uint32_t readers;           /* reads in flight from it */
+	uint64_t live;              /* payload bytes the index refers to (eng_account) */
+	uint64_t age;               /* newest bh_seq written into it (writer, recovery, ckpt_load) */
+	uint8_t state;              /* enum seg_state; segment.c only */
+	bool cleaning;              /* the cleaner is copying out of it (cleaner.c) */
+	bool stuck;                 /* the cleaner could not empty it (cleaner.c) */
+	bool free_when_idle;        /* FREEING: its checkpoint is durable, waits for readers */
+	uint32_t readers;           /* reads in flight from it (seg_reader_get/put) */
 };
+
+/* Set every segment's state after recovery (see above); recounts e->seg_free. */
+void seg_set_from_recovery(struct tdo_engine *e);
+/* Seal the head and make the first FREE segment the OPEN head (e->head_seg,
+ * live 0). False, and nothing changed, when no segment is FREE. */
+bool seg_open_next(struct tdo_engine *e);
+/* Is segment S SEALED, empty and not being cleaned: waiting to be freed? */
+bool seg_reclaimable(const struct tdo_engine *e, uint32_t s);
+/* Free S now if it is reclaimable, has no readers and nothing durable can
+ * need it (wholly before the durable checkpoint's replay start). */
+bool seg_try_free(struct tdo_engine *e, uint32_t s);
+/* A checkpoint's snapshot: a reclaimable S becomes FREEING (true). */
+bool seg_mark_freeing(struct tdo_engine *e, uint32_t s);
+/* That checkpoint failed: the FREEING S is SEALED again. */
+void seg_unmark_freeing(struct tdo_engine *e, uint32_t s);
+/* That checkpoint is durable: a FREEING S is FREE now, or once its last
+ * reader is done. */
+void seg_release(struct tdo_engine *e, uint32_t s);
+/* A read starts using S (its index entries name S). */
+void seg_reader_get(struct tdo_engine *e, uint32_t s);
+/* A read is done with S; the last one frees it if it may be freed. */
+void seg_reader_put(struct tdo_engine *e, uint32_t s);
+
+/* ---- engine.c --------------------------------------------------------- */
 
 struct vol {
 	struct tdo_vol_desc d;      /* vd_lsn: the newest LSN given out (maybe not durable yet) */
@@ -303,8 +370,8 @@ struct tdo_engine {
 	uint32_t nvols, next_vol_id;
 
 	struct seg *segs;
-	uint32_t seg_free;          /* count of SEG_FREE */
-	uint32_t head_seg;          /* open segment */
+	uint32_t seg_free;          /* count of SEG_FREE (segment.c) */
+	uint32_t head_seg;          /* the OPEN segment (segment.c) */
 	uint32_t head_off;          /* next batch's offset in it */
 	bool head_for_cleaner;      /* head came from the reserve: copies only */
 	uint64_t next_seq;          /* next batch's seq */
@@ -363,8 +430,6 @@ bool eng_record_live(struct tdo_engine *e, const struct tdo_rec_hdr *r, uint64_t
                      struct vol **vp, struct tdo_ie *iep);
 uint64_t eng_capacity(const struct tdo_sb *sb);
 void eng_maybe_finish_close(struct tdo_engine *e);
-/* Free segment S now if nothing durable can still need it. */
-bool eng_try_free(struct tdo_engine *e, uint32_t s);
 
 /* ---- volume.c --------------------------------------------------------- */
 

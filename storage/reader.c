@@ -180,16 +180,10 @@ static void seg_refs(struct tdo_engine *e, struct rjob *j, int delta)
 		s = eng_sector_to_seg(e, ie_sector(j->blk[i]));
 		if (s >= e->sb.sb_seg_count)
 			continue;
-		if (delta > 0) {
-			e->segs[s].readers++;
-		} else if (--e->segs[s].readers == 0 && e->segs[s].state == SEG_FREEING &&
-		           e->segs[s].free_when_idle) {
-			e->segs[s].free_when_idle = false;
-			e->segs[s].state = SEG_FREE;
-			e->seg_free++;
-		} else if (e->segs[s].readers == 0) {
-			eng_try_free(e, (uint32_t)s);
-		}
+		if (delta > 0)
+			seg_reader_get(e, (uint32_t)s);
+		else
+			seg_reader_put(e, (uint32_t)s);
 	}
 }
 

@@ -585,20 +585,10 @@ static void build_after(uv_work_t *wk, int status)
  * limits. Returns false when there is none to take. */
 static bool new_head(struct tdo_engine *e, bool client)
 {
-	uint32_t i;
-
-	if (e->seg_free == 0 || (client && e->seg_free <= e->reserve))
+	if (client && e->seg_free <= e->reserve)
 		return false;
-	for (i = 0; i < e->sb.sb_seg_count; i++)
-		if (e->segs[i].state == SEG_FREE)
-			break;
-	if (i == e->sb.sb_seg_count)
+	if (!seg_open_next(e))
 		return false;
-	e->segs[e->head_seg].state = SEG_SEALED;
-	e->segs[i].state = SEG_OPEN;
-	e->segs[i].live = 0;
-	e->seg_free--;
-	e->head_seg = i;
 	e->head_off = 0;
 	/* a segment taken from the reserve carries cleaner copies only */
 	e->head_for_cleaner = !client && e->seg_free < e->reserve;
@@ -611,7 +601,7 @@ static uint32_t reclaimable(struct tdo_engine *e)
 	uint32_t n = 0;
 
 	for (uint32_t i = 0; i < e->sb.sb_seg_count; i++)
-		if (e->segs[i].state == SEG_SEALED && e->segs[i].live == 0 && !e->segs[i].cleaning)
+		if (seg_reclaimable(e, i))
 			n++;
 	return n;
 }
