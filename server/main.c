@@ -396,6 +396,7 @@ int main(int argc, char **argv)
 	D.loop = &loop;
 	D.device = st.device;
 	D.started_usec = tdo_now_usec();
+	tdo_engine_sigbus_install(); /* mapped reads; without it the engine uses pread */
 	err = tdo_engine_open(&loop, st.device, NULL, &D.engine);
 	if (err) {
 		fprintf(stderr, "testudod: %s: %s\n", st.device,

@@ -8,7 +8,11 @@
  *   servers do. Durability is fdatasync after each batch either way.
  *   A buffered regular file is also mapped read-only, for the reads the
  *   engine scatters over many places (dev_map_read: a copy, no system call
- *   and no page-cache lookup per place once the pages are mapped).
+ *   and no page-cache lookup per place once the pages are mapped), but
+ *   only when the program installed the engine's SIGBUS handler
+ *   (tdo_engine_sigbus_install): a library does not take a process signal
+ *   for itself, and without the handler a page that cannot be read would
+ *   kill the process.
  * pmem: the file is mapped with libpmem; a write is pmem_memcpy_nodrain and
  *   sync is pmem_drain (or pmem_msync when the mapping is not real pmem and
  *   PMEM_IS_PMEM_FORCE is not set).
@@ -96,9 +100,12 @@ int dev_probe_size(const char *path, uint64_t *size, bool *is_blockdev)
  * that touched it; the handler jumps back into dev_map_read, which returns
  * -EIO, as pread would have. A SIGBUS anywhere else (another address, or
  * sent by kill) goes to whatever handled it before (by default: the
- * process dies, as without us). A handler that a program installs after
- * opening the engine comes first, and is put behind ours again at the
- * next dev_open that maps a file.
+ * process dies, as without us).
+ *
+ * The handler goes in only when the program calls tdo_engine_sigbus_install,
+ * never behind its back; dev_open maps a file only while the handler in
+ * place is ours. A handler that a program installs after that comes first;
+ * calling tdo_engine_sigbus_install again puts ours in front of it.
  */
 struct map_copy {
 	sigjmp_buf jb;
@@ -145,24 +152,46 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	raise(SIGBUS);
 }
 
-/* Ours, unless it is already: with each mapping opened, since a caller
- * may have set a handler of its own in between (it is then chained). */
-static void bus_install(void)
+static bool bus_is_ours(const struct sigaction *cur)
+{
+	return (cur->sa_flags & SA_SIGINFO) && cur->sa_sigaction == on_sigbus;
+}
+
+/* Ours, in front of whatever was there (which is then chained), unless
+ * it is already. */
+int tdo_engine_sigbus_install(void)
 {
 	struct sigaction sa, cur;
+	int err = 0;
 
 	pthread_mutex_lock(&bus_lock);
-	if (sigaction(SIGBUS, NULL, &cur) == 0 &&
-	    !((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus)) {
+	if (sigaction(SIGBUS, NULL, &cur) < 0) {
+		err = -errno;
+	} else if (!bus_is_ours(&cur)) {
 		memset(&sa, 0, sizeof sa);
 		sa.sa_sigaction = on_sigbus;
 		sa.sa_flags = SA_SIGINFO | SA_NODEFER; /* not blocked after the jump out */
 		sigemptyset(&sa.sa_mask);
 		bus_prev = cur;
-		if (sigaction(SIGBUS, &sa, NULL) < 0)
+		if (sigaction(SIGBUS, &sa, NULL) < 0) {
+			err = -errno;
 			memset(&bus_prev, 0, sizeof bus_prev);
+		}
 	}
 	pthread_mutex_unlock(&bus_lock);
+	return err;
+}
+
+/* May dev_open map a file: is our handler the one in place? */
+static bool bus_installed(void)
+{
+	struct sigaction cur;
+	bool ours;
+
+	pthread_mutex_lock(&bus_lock);
+	ours = sigaction(SIGBUS, NULL, &cur) == 0 && bus_is_ours(&cur);
+	pthread_mutex_unlock(&bus_lock);
+	return ours;
 }
 
 int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off)
@@ -390,13 +419,18 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
 	}
 
 	/* buffered file: scattered reads copy from a mapping (reader.c);
-	 * none when TDO_NO_MAPPED_READS=1 or mmap fails */
+	 * none when TDO_NO_MAPPED_READS=1, without our SIGBUS handler in
+	 * place (a page that cannot be read would kill the process), or
+	 * when mmap fails */
 	if (!d->direct && !d->is_blockdev && d->size && !tdo_env_on("TDO_NO_MAPPED_READS")) {
-		void *m = mmap(NULL, d->size, PROT_READ, MAP_SHARED, d->fd, 0);
+		if (bus_installed()) {
+			void *m = mmap(NULL, d->size, PROT_READ, MAP_SHARED, d->fd, 0);
 
-		d->map = m == MAP_FAILED ? NULL : m;
-		if (d->map)
-			bus_install();
+			d->map = m == MAP_FAILED ? NULL : m;
+		} else {
+			tdo_log(TDO_LOG_DEBUG, "device", "%s: no mapped reads: the SIGBUS handler is not installed "
+			        "(tdo_engine_sigbus_install)", path);
+		}
 	}
 	return 0;
 fail:

@@ -69,7 +69,8 @@ int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t
              bool direct);
 void dev_close(struct dev *d);
 int dev_pread(struct dev *d, void *buf, size_t len, uint64_t off);
-/* Copy from D's read-only mapping (a buffered file has one unless
+/* Copy from D's read-only mapping (a buffered file has one when
+ * tdo_engine_sigbus_install's handler was in place at dev_open, unless
  * TDO_NO_MAPPED_READS=1): -EIO where pread would fail, never SIGBUS.
  * Workers only: a page not in the cache is read in on the spot. */
 int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off);

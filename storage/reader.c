@@ -139,8 +139,10 @@ static int io_pread(struct rjob *j, uint8_t *buf, uint32_t len, uint64_t off)
  * loop, waits if a page has to come from the disk. Reads of few runs stay
  * on io_uring: its page-cache hits complete inline, sooner than a trip
  * through the worker pool (4 KiB random reads lose a third that way).
- * A page the disk cannot read is -EIO, as from pread (dev_map_read);
- * TDO_NO_MAPPED_READS=1 turns the mapping off.
+ * A page the disk cannot read is -EIO, as from pread (dev_map_read).
+ * There is no mapping, and such reads take the same path as others, when
+ * the program did not call tdo_engine_sigbus_install or sets
+ * TDO_NO_MAPPED_READS=1.
  */
 #define RD_SCATTERED 8u
 

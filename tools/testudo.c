@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "testudo/engine.h"
 #include "testudo/format.h"
 #include "testudo/util.h"
 
@@ -85,6 +86,7 @@ int main(int argc, char **argv)
 	int i = 1;
 
 	tdo_log_set_level(TDO_LOG_WARN);
+	tdo_engine_sigbus_install(); /* mapped reads; without it the engine uses pread */
 	while (i < argc && argv[i][0] == '-') {
 		if (!strcmp(argv[i], "--device") && i + 1 < argc) {
 			dev = argv[i + 1];

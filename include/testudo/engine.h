@@ -65,6 +65,28 @@ struct tdo_open_opts {
 enum { TDO_CLEAN_COST_BENEFIT = 0, TDO_CLEAN_GREEDY = 1 };
 
 /*
+ * Let the engine handle SIGBUS, so that it may read a buffered regular
+ * file through a read-only mapping (reads scattered over the device then
+ * cost a copy each, not a system call and a page-cache lookup per place).
+ * A page of the mapping that the kernel cannot read in (an I/O error, the
+ * file cut short behind the engine's back) raises SIGBUS in the thread
+ * that touches it. The engine's handler turns one raised inside its own
+ * copy into -EIO for that read, as pread would return, and hands every
+ * other SIGBUS to the disposition that was in place before the call (by
+ * default the process dies of it, as without the call).
+ *
+ * Process-wide: call it at start, before tdo_engine_open. The engine
+ * maps a device only while its handler is the one in place, so a program
+ * that does not call this never gets a SIGBUS from the engine: it reads
+ * with pread (as with TDO_NO_MAPPED_READS=1). A SIGBUS handler the
+ * program sets afterwards must hand the signal on to the one it replaced,
+ * or be followed by another call of this, which puts the engine's back in
+ * front and chains to the program's. 0, or a negative errno from
+ * sigaction().
+ */
+int tdo_engine_sigbus_install(void);
+
+/*
  * Open the device at PATH and recover it: load the newest checkpoint,
  * replay the log after it, cut a torn tail, then write a fresh checkpoint.
  * Takes an exclusive lock on the device (TDO_ELOCKED when held). The

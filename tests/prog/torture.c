@@ -757,6 +757,8 @@ int main(int argc, char **argv)
 	uint64_t seed = (uint64_t)time(NULL);
 
 	tdo_log_set_level(getenv("TDO_LOG_INFO") ? TDO_LOG_INFO : TDO_LOG_WARN);
+	if (tdo_engine_sigbus_install())
+		return 2;
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--dev") && i + 1 < argc)
 			dev_path = argv[++i];

@@ -170,6 +170,8 @@ static void wait_done(uv_loop_t *loop, struct done *d)
 static void eng_open(struct fx *f)
 {
 	assert_null(f->e);
+	/* here, not in main: cmocka sets its own SIGBUS handler for each test */
+	assert_int_equal(tdo_engine_sigbus_install(), 0);
 	assert_int_equal(tdo_engine_open(&f->loop, f->path, NULL, &f->e), 0);
 	assert_non_null(f->e);
 }
@@ -661,7 +663,7 @@ static void crash_child(const char *path)
 	uint8_t *p = pattern(8 * KiB, 42, 0);
 	struct tdo_vol_info vi;
 
-	if (uv_loop_init(&loop) || tdo_engine_open(&loop, path, NULL, &e))
+	if (uv_loop_init(&loop) || tdo_engine_sigbus_install() || tdo_engine_open(&loop, path, NULL, &e))
 		_exit(2);
 	if (tdo_vol_create(e, "crash", 1 * MiB, 0, done_cb, &d))
 		_exit(3);

@@ -5,6 +5,8 @@
  * (here: the file cut short behind the device's back) is -EIO in the
  * calling thread, any thread, as often as it happens, while a SIGBUS
  * outside dev_map_read still goes to the handler before ours, or kills.
+ * Without the engine's handler in place (tdo_engine_sigbus_install not
+ * called, or another handler set since) there is no mapping at all.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -61,9 +63,10 @@ static int setup(void **state)
 }
 
 /* Opened in the test itself: cmocka sets its own SIGBUS handler around
- * each test and fixture, and dev_open puts the device's in front of it. */
+ * each test and fixture, and the engine's goes in front of it here. */
 static void open_dev(struct fx *f)
 {
+	assert_int_equal(tdo_engine_sigbus_install(), 0);
 	assert_int_equal(dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false), 0);
 	assert_non_null(f->d.map);
 }
@@ -177,8 +180,8 @@ static void test_unreadable_page_is_eio_in_a_worker(void **state)
 }
 
 /* Fork. The child starts with DISP for SIGBUS (not cmocka's handler),
- * opens the device, so that the engine's handler goes in front, and gets
- * 0; the parent gets the child's pid. */
+ * puts the engine's handler in front of it, opens the device and gets 0;
+ * the parent gets the child's pid. */
 static pid_t fork_open(struct fx *f, void (*disp)(int))
 {
 	pid_t p = fork();
@@ -186,7 +189,8 @@ static pid_t fork_open(struct fx *f, void (*disp)(int))
 	assert_true(p >= 0);
 	if (p == 0) {
 		signal(SIGBUS, disp);
-		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
+		if (tdo_engine_sigbus_install() ||
+		    dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false) || !f->d.map)
 			_exit(3);
 	}
 	return p;
@@ -265,7 +269,8 @@ static void test_chained_handler_no_loop(void **state)
 			_exit(4);
 		close(fd);
 		memset(&d2, 0, sizeof d2);
-		if (dev_open(&d2, path2, TDO_BACKEND_FILE, false, 0, false) || !d2.map)
+		if (tdo_engine_sigbus_install() ||
+		    dev_open(&d2, path2, TDO_BACKEND_FILE, false, 0, false) || !d2.map)
 			_exit(3);
 		unlink(path2);
 		touch_past_cut(f);
@@ -309,12 +314,52 @@ static void test_no_map_when_asked(void **state)
 	assert_int_equal(ftruncate(fd, FILE_SIZE), 0);
 	close(fd);
 	memset(&d, 0, sizeof d);
+	assert_int_equal(tdo_engine_sigbus_install(), 0);
 	setenv("TDO_NO_MAPPED_READS", "1", 1);
 	assert_int_equal(dev_open(&d, path, TDO_BACKEND_FILE, false, 0, false), 0);
 	unsetenv("TDO_NO_MAPPED_READS");
 	assert_null(d.map);
 	dev_close(&d);
 	unlink(path);
+}
+
+/* In a child that sets DISP for SIGBUS (after installing the engine's
+ * handler when INSTALL_FIRST): exit 0 when dev_open made no mapping, 1
+ * when it did. */
+static int map_in_child(struct fx *f, void (*disp)(int), bool install_first)
+{
+	pid_t p = fork();
+
+	assert_true(p >= 0);
+	if (p == 0) {
+		if (install_first && tdo_engine_sigbus_install())
+			_exit(3);
+		signal(SIGBUS, disp);
+		if (dev_open(&f->d, f->path, TDO_BACKEND_FILE, false, 0, false))
+			_exit(4);
+		_exit(f->d.map ? 1 : 0);
+	}
+	return wait_child(p);
+}
+
+/* a program that never installed the handler: no mapping, pread only */
+static void test_no_map_without_handler(void **state)
+{
+	struct fx *f = *state;
+	int st = map_in_child(f, SIG_DFL, false);
+
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* installed, then replaced by the program's own: no mapping either */
+static void test_no_map_after_handler_replaced(void **state)
+{
+	struct fx *f = *state;
+	int st = map_in_child(f, SIG_DFL, true);
+
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -331,6 +376,8 @@ int main(void)
 		T(test_chained_handler_no_loop),
 		T(test_ignored_kill_stays_ignored),
 		T(test_no_map_when_asked),
+		T(test_no_map_without_handler),
+		T(test_no_map_after_handler_replaced),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

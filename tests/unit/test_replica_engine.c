@@ -212,7 +212,8 @@ static void run_and_crash(const char *path, scenario_fn fn, unsigned how)
 		struct eng g = { &loop, NULL, 0 };
 		int r;
 
-		if (uv_loop_init(&loop) || tdo_engine_open(&loop, path, NULL, &g.e))
+		if (uv_loop_init(&loop) || tdo_engine_sigbus_install() ||
+		    tdo_engine_open(&loop, path, NULL, &g.e))
 			_exit(2);
 		r = fn(&g, how);
 		if (r) {
@@ -285,6 +286,8 @@ static void eng_open(struct fx *f)
 	struct tdo_vol_info vi;
 
 	assert_null(f->g.e);
+	/* here, not in main: cmocka sets its own SIGBUS handler for each test */
+	assert_int_equal(tdo_engine_sigbus_install(), 0);
 	assert_int_equal(tdo_engine_open(&f->loop, f->path, NULL, &f->g.e), 0);
 	assert_non_null(f->g.e);
 	/* the volume, when a previous open made it */
