@@ -22,8 +22,11 @@ STORAGE_SRC := $(wildcard storage/*.c)
 ifneq ($(findstring x86_64,$(shell $(CC) -dumpmachine)),)
 override CFLAGS += -DTDO_CSUM_AVX2
 $(BUILD)/storage/csum_avx2.o: override CFLAGS += -mavx2
+$(BUILD)/fault/storage/csum_avx2.o: override CFLAGS += -mavx2
 endif
 STORAGE_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/%.o)
+# the same sources with fault injection compiled in (storage/internal.h)
+STORAGE_FAULT_OBJ := $(STORAGE_SRC:%.c=$(BUILD)/fault/%.o)
 SERVER_SRC  := $(wildcard server/*.c) $(wildcard replication/*.c)
 SERVER_OBJ  := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 TOOLS_SRC   := $(wildcard tools/*.c)
@@ -38,6 +41,10 @@ TB_SRC      := $(wildcard bench/testudo-bench/*.c)
 TB_OBJ      := $(TB_SRC:%.c=$(BUILD)/%.o)
 
 LIBSTORAGE := $(BUILD)/libtestudo-storage.a
+# TDO_FAULT_* (power cuts, write errors, skipped syncs) work only in this
+# one: the torture program links it; testudod, testudo and testudo-bench
+# link the one above, which ignores them and says so
+LIBSTORAGE_FAULT := $(BUILD)/libtestudo-storage-fault.a
 # the daemon's NBD code without main.c and the admin endpoint, for the fuzz harness
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin%.o $(BUILD)/server/http%.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
@@ -50,6 +57,14 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(LIBSTORAGE): $(STORAGE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fault/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DTDO_FAULT_INJECTION -c $< -o $@
+
+$(LIBSTORAGE_FAULT): $(STORAGE_FAULT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
@@ -81,6 +96,11 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 $(BUILD)/tests/%: tests/prog/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS)
+
+# power cuts and failed writes: the fault-injection library
+$(BUILD)/tests/torture: tests/prog/torture.c $(LIBSTORAGE_FAULT)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE_FAULT) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/nbd_fuzz: tests/fuzz/nbd_fuzz.c $(NBD_LIB_OBJ) $(LIBSTORAGE)
 	@mkdir -p $(dir $@)

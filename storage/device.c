@@ -20,7 +20,10 @@
  * Fault injection for tests lives here because only here do we know which
  * bytes are durable: every write records the bytes it replaced until the
  * next sync; a power cut puts back a random subset of them (page by page)
- * and exits the process at once.
+ * and exits the process at once. It is compiled in only with
+ * -DTDO_FAULT_INJECTION (libtestudo-storage-fault.a, which the torture
+ * program links); the library that testudod, testudo and testudo-bench
+ * link ignores the TDO_FAULT_* variables and says so once per engine open.
  *
  * Must never: be called from the loop thread for data I/O (the engine hands
  * it to workers), or retry a failed sync.
@@ -212,6 +215,8 @@ int dev_map_read(const struct dev *d, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Fault injection: compiled in only with -DTDO_FAULT_INJECTION (tests). */
+#ifdef TDO_FAULT_INJECTION
 static void fi_init(struct dev *d)
 {
 	const char *s = getenv("TDO_FAULT_POWERCUT");
@@ -329,6 +334,63 @@ void dev_fi_sync_end(struct dev *d, uint64_t gen)
 	}
 	pthread_mutex_unlock(&d->fi_lock);
 }
+
+void dev_fi_env_check(void)
+{
+	/* built in: dev_open reads the switches */
+}
+
+#else /* !TDO_FAULT_INJECTION: the switches are not even read */
+
+static void fi_init(struct dev *d)
+{
+	pthread_mutex_init(&d->fi_lock, NULL);
+}
+
+int dev_fi_before_write(struct dev *d, uint64_t off, size_t len)
+{
+	(void)d;
+	(void)off;
+	(void)len;
+	return 0;
+}
+
+uint64_t dev_fi_sync_begin(struct dev *d)
+{
+	(void)d;
+	return 0;
+}
+
+void dev_fi_sync_end(struct dev *d, uint64_t gen)
+{
+	(void)d;
+	(void)gen;
+}
+
+void dev_fi_env_check(void)
+{
+	char names[256] = "";
+	size_t n = 0;
+
+	for (char **ep = environ; ep && *ep; ep++) {
+		const char *eq = strchr(*ep, '=');
+		size_t len = eq ? (size_t)(eq - *ep) : strlen(*ep);
+
+		if (strncmp(*ep, "TDO_FAULT_", 10) || n + len + 3 >= sizeof names)
+			continue;
+		if (n) {
+			memcpy(names + n, ", ", 2);
+			n += 2;
+		}
+		memcpy(names + n, *ep, len);
+		n += len;
+		names[n] = 0;
+	}
+	if (n)
+		tdo_log(TDO_LOG_WARN, "device", "%s ignored: this build has no fault injection "
+		        "(only a library built with -DTDO_FAULT_INJECTION reads them)", names);
+}
+#endif
 
 int dev_open(struct dev *d, const char *path, int backend, bool create, uint64_t create_size,
              bool direct)
@@ -518,8 +580,10 @@ int dev_sync(struct dev *d)
 	uint64_t gen = dev_fi_sync_begin(d);
 	int err = 0;
 
+#ifdef TDO_FAULT_INJECTION
 	if (d->fi_skip_sync)
 		return 0; /* broken on purpose: nothing became durable */
+#endif
 
 	if (d->pmem) {
 		if (d->pmem_is_pmem)

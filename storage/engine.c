@@ -239,6 +239,7 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	list_init(&e->deferred);
 	list_init(&e->ckpt_waiters);
 
+	dev_fi_env_check(); /* a TDO_FAULT_* this build ignores: say so */
 	err = dev_open(&e->dev, path, TDO_BACKEND_FILE, false, 0, e->opts.direct);
 	if (err)
 		goto fail_free;

@@ -46,6 +46,13 @@ static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a
  *                                durable, then _exit(99)
  *   TDO_FAULT_EIO_WRITE=N        the Nth write fails with EIO
  *   TDO_FAULT_SKIP_SYNC=1        sync does nothing (tests of the tests)
+ * These are read only when the library is built with -DTDO_FAULT_INJECTION:
+ * $(BUILD)/libtestudo-storage-fault.a, which the torture program links.
+ * The library that testudod, testudo and testudo-bench link leaves them
+ * out (the dev_fi_* calls do nothing) and tdo_engine_open logs one warning
+ * when any TDO_FAULT_* variable is set. The fi_* fields exist in both
+ * builds, so code compiled with and without the define agrees on the
+ * layout of struct dev.
  */
 struct dev {
 	int fd;
@@ -85,6 +92,9 @@ void *dev_alloc(size_t len);   /* 4 KiB aligned, zeroed; free() it */
 int dev_fi_before_write(struct dev *d, uint64_t off, size_t len);
 uint64_t dev_fi_sync_begin(struct dev *d);
 void dev_fi_sync_end(struct dev *d, uint64_t gen);
+/* Without fault injection built in: one warning naming each TDO_FAULT_*
+ * variable set in the environment, which is ignored. Nothing otherwise. */
+void dev_fi_env_check(void);
 
 /* ---- uring.c: io_uring on the loop thread (file backend) -------------- */
 

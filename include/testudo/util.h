@@ -37,7 +37,8 @@ uint64_t tdo_csum_two(const void *a, size_t alen, const void *b, size_t blen);
 uint64_t tdo_now_usec(void);
 
 /* Is environment variable NAME set to 1? (The test and tuning switches:
- * TDO_NO_URING, TDO_NO_MAPPED_READS, TDO_FAULT_SKIP_SYNC.) */
+ * TDO_NO_URING, TDO_NO_MAPPED_READS, and TDO_FAULT_SKIP_SYNC in a
+ * fault-injection build.) */
 bool tdo_env_on(const char *name);
 
 #endif
