@@ -82,18 +82,18 @@ const char *tdo_peer_state_name(enum tdo_peer_state s)
 	return s == TDO_PEER_UP ? "up" : s == TDO_PEER_CONNECTING ? "connecting" : "down";
 }
 
-int tdo_node_id_valid(const char *id)
+bool tdo_node_id_valid(const char *id)
 {
 	size_t n = strlen(id);
 	if (n == 0 || n > TDO_NODE_ID_MAX)
-		return -EINVAL;
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		char ch = id[i];
 		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
 		      ch == '.' || ch == '_' || ch == '-'))
-			return -EINVAL;
+			return false;
 	}
-	return 0;
+	return true;
 }
 
 int tdo_peer_parse(const char *s, struct tdo_peer_conf *p)
@@ -103,7 +103,7 @@ int tdo_peer_parse(const char *s, struct tdo_peer_conf *p)
 	if (!eq || (size_t)(eq - s) > TDO_NODE_ID_MAX)
 		return -EINVAL;
 	memcpy(p->id, s, (size_t)(eq - s));
-	if (tdo_node_id_valid(p->id))
+	if (!tdo_node_id_valid(p->id))
 		return -EINVAL;
 	const char *hp = eq + 1;
 	/* a peer needs its host spelled out, and a real port */
@@ -602,7 +602,7 @@ int tdo_cluster_opts_check(const struct tdo_cluster_opts *o, char *err, size_t e
 			snprintf(err, errlen, "cluster name '%s': printable characters only, no spaces", o->cluster);
 			return -EINVAL;
 		}
-	if (!o->node_id || tdo_node_id_valid(o->node_id)) {
+	if (!o->node_id || !tdo_node_id_valid(o->node_id)) {
 		snprintf(err, errlen, "node id must be 1..%d of A-Z a-z 0-9 . _ -", TDO_NODE_ID_MAX);
 		return -EINVAL;
 	}
@@ -724,7 +724,7 @@ int tdo_cluster_peers(struct tdo_cluster *c, struct tdo_peer_info *out, int max)
 
 const char *tdo_cluster_name(struct tdo_cluster *c)
 {
-	return c->name;
+	return c ? c->name : "";
 }
 
 const char *tdo_cluster_node_id(struct tdo_cluster *c)
@@ -734,13 +734,14 @@ const char *tdo_cluster_node_id(struct tdo_cluster *c)
 
 void tdo_cluster_set_hooks(struct tdo_cluster *c, const struct tdo_cluster_hooks *h)
 {
-	c->hooks = *h;
+	if (c)
+		c->hooks = *h;
 }
 
 int tdo_cluster_send(struct tdo_cluster *c, int peer, uint16_t type, const void *a, uint32_t alen,
 		     const void *b, uint32_t blen)
 {
-	if (peer < 0 || peer >= c->npeers || c->stopping)
+	if (!c || peer < 0 || peer >= c->npeers || c->stopping)
 		return -EINVAL;
 	struct pconn *pc = c->peers[peer].conn;
 	if (!pc || !pc->up || pc->closing)
@@ -750,27 +751,27 @@ int tdo_cluster_send(struct tdo_cluster *c, int peer, uint16_t type, const void 
 
 void tdo_cluster_drop(struct tdo_cluster *c, int peer, const char *why)
 {
-	if (peer >= 0 && peer < c->npeers && c->peers[peer].conn)
+	if (c && peer >= 0 && peer < c->npeers && c->peers[peer].conn)
 		conn_close(c->peers[peer].conn, why);
 }
 
 int tdo_cluster_npeers(struct tdo_cluster *c)
 {
-	return c->npeers;
+	return c ? c->npeers : 0;
 }
 
 const char *tdo_cluster_peer_id(struct tdo_cluster *c, int peer)
 {
-	return peer >= 0 && peer < c->npeers ? c->peers[peer].conf.id : NULL;
+	return c && peer >= 0 && peer < c->npeers ? c->peers[peer].conf.id : NULL;
 }
 
 int tdo_cluster_peer_index(struct tdo_cluster *c, const char *id)
 {
-	struct peer *p = find_peer(c, id);
+	struct peer *p = c ? find_peer(c, id) : NULL;
 	return p ? (int)(p - c->peers) : -1;
 }
 
 bool tdo_cluster_peer_up(struct tdo_cluster *c, int peer)
 {
-	return peer >= 0 && peer < c->npeers && c->peers[peer].state == TDO_PEER_UP;
+	return c && peer >= 0 && peer < c->npeers && c->peers[peer].state == TDO_PEER_UP;
 }

@@ -147,6 +147,7 @@ struct proposal {
 	uint64_t deadline_usec;
 	struct change *ch;
 	bool newer_seen;            /* someone answered with a newer configuration */
+	bool storing;               /* accepted by a majority; the state file is being written */
 };
 
 struct resync {
@@ -192,9 +193,23 @@ struct vvol {
 	int io_active;              /* local engine I/O in flight (for delete) */
 	int ack_peer;               /* a VCONF answer waiting for the local create, -1: none */
 	struct tdo_rm_vconf ack_conf;
-	tdo_vt_cb create_cb;        /* an admin create waiting for the local copy */
-	void *create_arg;
+	tdo_vt_cb admin_cb;         /* an operator's change in force, answered once this */
+	void *admin_arg;            /*   node's copy has followed it (local_behind false) */
+	uint64_t gen;               /* rises whenever the volume comes to exist or is deleted */
+	/* a configuration being stored before it comes into force: the state
+	 * file is written with it instead of conf (newer than conf) */
+	bool staged;
+	struct tdo_rm_vconf want;
+	bool rs_storing;            /* rs_active = true is being stored; RS_STATE answers then */
+	int local_err;              /* the last local change reconcile started failed at once */
 	struct vvol *next;
+};
+
+/* An attached client's view of one incarnation of a volume. */
+struct tdo_vhandle {
+	struct tdo_vtier *vt;
+	struct vvol *v;
+	uint64_t gen;               /* v->gen when opened: a later one means it is gone */
 };
 
 struct tdo_vtier {
@@ -213,6 +228,19 @@ struct tdo_vtier {
 	struct link promotes;       /* promote requests sent to another node */
 	uv_timer_t tick;
 	bool stopping;
+	char me_id[TDO_NODE_ID_MAX + 1];
+	/* the state file is written by the thread pool, one version at a time;
+	 * a request waits for the first write that starts after it */
+	struct {
+		bool busy;              /* a write is in flight */
+		struct link next;       /* struct st_wait: for the next write */
+		struct link cur;        /*   for the write in flight */
+		uv_work_t work;
+		char *buf;
+		size_t len;
+		int status;
+	} st;
+	bool free_pending;          /* tdo_vtier_free came while a write was in flight */
 };
 
 static void vt_log_conf(struct vvol *v, const char *what);
@@ -276,6 +304,20 @@ static struct vvol *find_vol(struct tdo_vtier *vt, const char *name)
 	return NULL;
 }
 
+static bool conf_live(const struct tdo_rm_vconf *c)
+{
+	return !c->vc_deleted && c->vc_version;
+}
+
+/* Every configuration that comes into force on this node passes here. */
+static void conf_set(struct vvol *v, const struct tdo_rm_vconf *c)
+{
+	if (conf_live(&v->conf) != conf_live(c))
+		v->gen++; /* handles of the old incarnation see the volume gone */
+	v->conf = *c;
+	v->conf.vc_sync = 0;
+}
+
 /* A volume that exists (not deleted); NULL with a message in ERR. */
 static struct vvol *live_vol(struct tdo_vtier *vt, const char *name, char *err, size_t errlen)
 {
@@ -293,7 +335,7 @@ static bool wire_name(const char *field, char *out)
 	if (!memchr(field, 0, 64))
 		return false;
 	snprintf(out, TDO_NAME_MAX + 1, "%s", field);
-	return tdo_vol_name_valid(out) == 1;
+	return tdo_vol_name_valid(out);
 }
 
 static struct vvol *vol_new(struct tdo_vtier *vt, const struct tdo_rm_vconf *c)
@@ -317,7 +359,8 @@ static struct vvol *vol_new(struct tdo_vtier *vt, const struct tdo_rm_vconf *c)
 
 /* ---- the state file ---- */
 
-static int state_save(struct tdo_vtier *vt)
+/* What the state file is to hold now: a buffer the caller frees. */
+static int state_snapshot(struct tdo_vtier *vt, char **out, size_t *outlen)
 {
 	int n = 0;
 	for (struct vvol *v = vt->vols; v; v = v->next)
@@ -335,16 +378,24 @@ static int state_save(struct tdo_vtier *vt)
 	snprintf(h->st_cluster, sizeof(h->st_cluster), "%s", tdo_cluster_name(vt->c));
 	int i = 0;
 	for (struct vvol *v = vt->vols; v; v = v->next, i++) {
-		sv[i].sv_conf = v->conf;
+		sv[i].sv_conf = v->staged ? v->want : v->conf;
 		sv[i].sv_conf.vc_sync = 0;
 		sv[i].sv_rs_active = v->rs_active;
 		sv[i].sv_rs_lsn = v->rs_lsn;
 		sv[i].sv_rs_epoch = v->rs_epoch;
 	}
 	h->st_csum = tdo_csum(buf, len);
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
 
+/* Replace PATH whole with BUF: a temporary file, fdatasync, rename, fsync
+ * of the directory. Blocking: the thread pool's, or before the loop runs. */
+static int state_write_file(const char *path, const char *buf, size_t len)
+{
 	char tmp[4200];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", vt->state_path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	int err = 0;
 	if (fd < 0)
@@ -361,12 +412,12 @@ static int state_save(struct tdo_vtier *vt)
 		if (!err && fdatasync(fd))
 			err = -errno;
 		close(fd);
-		if (!err && rename(tmp, vt->state_path))
+		if (!err && rename(tmp, path))
 			err = -errno;
 	}
 	if (!err) {
 		char dir[4200];
-		snprintf(dir, sizeof(dir), "%s", vt->state_path);
+		snprintf(dir, sizeof(dir), "%s", path);
 		char *slash = strrchr(dir, '/');
 		if (slash)
 			*(slash == dir ? slash + 1 : slash) = 0;
@@ -379,10 +430,123 @@ static int state_save(struct tdo_vtier *vt)
 			close(dfd);
 		}
 	}
+	return err;
+}
+
+/* At start, before the loop serves anyone: written in place. */
+static int state_save_now(struct tdo_vtier *vt)
+{
+	if (!vt->state_path)
+		return 0; /* a node outside any cluster: its engine holds everything */
+	char *buf;
+	size_t len;
+	int err = state_snapshot(vt, &buf, &len);
+	if (!err)
+		err = state_write_file(vt->state_path, buf, len);
 	free(buf);
 	if (err)
 		tdo_log(TDO_LOG_ERROR, "vtier", "cannot store the state file %s: %s", vt->state_path, strerror(-err));
 	return err;
+}
+
+typedef void (*st_done_fn)(struct tdo_vtier *vt, int status, void *arg);
+struct st_wait {
+	st_done_fn fn;
+	void *arg;
+	struct link link;
+};
+
+static void st_work(uv_work_t *w)
+{
+	struct tdo_vtier *vt = w->data;
+	vt->st.status = state_write_file(vt->state_path, vt->st.buf, vt->st.len);
+}
+
+static void st_start(struct tdo_vtier *vt);
+
+static void st_after(uv_work_t *w, int status)
+{
+	struct tdo_vtier *vt = w->data;
+	int err = status ? status : vt->st.status;
+	free(vt->st.buf);
+	vt->st.buf = NULL;
+	vt->st.busy = false;
+	if (err)
+		tdo_log(TDO_LOG_ERROR, "vtier", "cannot store the state file %s: %s", vt->state_path, strerror(-err));
+	struct link done;
+	l_init(&done);
+	l_move(&done, &vt->st.cur);
+	while (!l_empty(&done)) {
+		struct st_wait *sw = l_item(done.next, struct st_wait, link);
+		l_del(&sw->link);
+		sw->fn(vt, err, sw->arg);
+		free(sw);
+	}
+	if (vt->free_pending) {
+		vt->free_pending = false;
+		tdo_vtier_free(vt);
+		return;
+	}
+	if (!vt->st.busy && !l_empty(&vt->st.next))
+		st_start(vt);
+}
+
+/* Snapshot now and write it on the thread pool. */
+static void st_start(struct tdo_vtier *vt)
+{
+	int err = state_snapshot(vt, &vt->st.buf, &vt->st.len);
+	l_move(&vt->st.cur, &vt->st.next);
+	vt->st.work.data = vt;
+	if (!err)
+		err = uv_queue_work(vt->loop, &vt->st.work, st_work, st_after);
+	if (!err) {
+		vt->st.busy = true;
+		return;
+	}
+	free(vt->st.buf);
+	vt->st.buf = NULL;
+	while (!l_empty(&vt->st.cur)) {
+		struct st_wait *sw = l_item(vt->st.cur.next, struct st_wait, link);
+		l_del(&sw->link);
+		sw->fn(vt, err, sw->arg);
+		free(sw);
+	}
+}
+
+/*
+ * Store the state as it is when the next write starts (every staged
+ * configuration included) and call FN with 0 once it is durable, or with
+ * an error. With no state file FN runs at once, inside the call.
+ * -ENOMEM: nothing queued, FN will not run.
+ */
+static int state_store(struct tdo_vtier *vt, st_done_fn fn, void *arg)
+{
+	if (!vt->state_path) {
+		fn(vt, 0, arg);
+		return 0;
+	}
+	struct st_wait *sw = calloc(1, sizeof(*sw));
+	if (!sw)
+		return -ENOMEM;
+	sw->fn = fn;
+	sw->arg = arg;
+	l_add(&vt->st.next, &sw->link);
+	if (!vt->st.busy)
+		st_start(vt);
+	return 0;
+}
+
+/* V's staged configuration C is stored or given up: conf follows. */
+static void unstage(struct vvol *v, const struct tdo_rm_vconf *c)
+{
+	if (v->staged && !memcmp(&v->want, c, sizeof(*c)))
+		v->staged = false;
+}
+
+/* The configuration the newest state file holds or will hold. */
+static const struct tdo_rm_vconf *conf_want(struct vvol *v)
+{
+	return v->staged ? &v->want : &v->conf;
 }
 
 static bool conf_valid(const struct tdo_rm_vconf *c)
@@ -393,7 +557,7 @@ static bool conf_valid(const struct tdo_rm_vconf *c)
 	    c->vc_size == 0 || c->vc_size % TDO_SECTOR_SIZE)
 		return false;
 	for (uint32_t i = 0; i < c->vc_nrep; i++) {
-		if (!memchr(c->vc_rep[i], 0, sizeof(c->vc_rep[i])) || tdo_node_id_valid(c->vc_rep[i]))
+		if (!memchr(c->vc_rep[i], 0, sizeof(c->vc_rep[i])) || !tdo_node_id_valid(c->vc_rep[i]))
 			return false;
 		if (c->vc_state[i] < TDO_REP_IN_SYNC || c->vc_state[i] > TDO_REP_OUT_OF_DATE)
 			return false;
@@ -556,7 +720,32 @@ static void send_conf(struct tdo_vtier *vt, int peer, const struct tdo_rm_vconf 
 	vsend(vt, peer, TDO_RM_VCONF, &m, sizeof(m), NULL, 0);
 }
 
-static json_t *vol_json(struct vvol *v);
+/* This node's copy has not yet followed the configuration in force. */
+static bool local_behind(struct vvol *v)
+{
+	if (v->creating || v->deleting || v->resizing)
+		return true;
+	struct tdo_vol_info vi;
+	bool have = !tdo_vol_lookup(v->vt->e, v->conf.vc_name, &vi);
+	bool want = !v->conf.vc_deleted && rep_index(&v->conf, v->vt->me) >= 0;
+	return want != have || (want && vi.size != v->conf.vc_size);
+}
+
+/* An operator's change in force waits for this node's copy: answer it
+ * once the copy has followed, or could not (STATUS). */
+static void admin_wait_check(struct vvol *v, int status)
+{
+	if (!status && v->local_err && local_behind(v))
+		status = v->local_err;
+	if (!v->admin_cb || (!status && local_behind(v)))
+		return;
+	tdo_vt_cb cb = v->admin_cb;
+	v->admin_cb = NULL;
+	char msg[200];
+	snprintf(msg, sizeof(msg), "the change is in force, but this node's copy could not follow it: %s",
+	         tdo_strerror(status));
+	cb(v->admin_arg, status, status ? msg : NULL);
+}
 
 /* Answers that waited for this node's copy to exist. */
 static void local_created(struct vvol *v, int status)
@@ -571,13 +760,7 @@ static void local_created(struct vvol *v, int status)
 			snprintf(a.va_why, sizeof(a.va_why), "cannot create the copy: %s", tdo_strerror(status));
 		vsend(v->vt, peer, TDO_RM_VCONF_ACK, &a, sizeof(a), NULL, 0);
 	}
-	if (v->create_cb) {
-		tdo_vt_cb cb = v->create_cb;
-		v->create_cb = NULL;
-		char msg[160];
-		snprintf(msg, sizeof(msg), "cannot create this node's copy: %s", tdo_strerror(status));
-		cb(v->create_arg, status, status ? msg : NULL, status ? NULL : vol_json(v));
-	}
+	admin_wait_check(v, status);
 }
 
 static void local_create_done(void *arg, int status)
@@ -604,6 +787,7 @@ static void local_simple_done(void *arg, int status)
 	if (status)
 		tdo_log(TDO_LOG_WARN, "vtier", "%s: a local change failed: %s (retried)", v->conf.vc_name,
 		        tdo_strerror(status));
+	admin_wait_check(v, status);
 }
 
 /* Bring the local engine in line with the configuration (retried by the tick). */
@@ -614,9 +798,10 @@ static void reconcile(struct vvol *v)
 	bool have = !tdo_vol_lookup(vt->e, v->conf.vc_name, &vi);
 	bool want = !v->conf.vc_deleted && rep_index(&v->conf, vt->me) >= 0;
 	v->local_id = have ? (int64_t)vi.id : -1;
+	int rc = 0;
 	if (want && !have && !v->creating) {
 		v->creating = true;
-		int rc = tdo_vol_create(vt->e, v->conf.vc_name, v->conf.vc_size, v->conf.vc_flags, local_create_done, v);
+		rc = tdo_vol_create(vt->e, v->conf.vc_name, v->conf.vc_size, v->conf.vc_flags, local_create_done, v);
 		if (rc) {
 			v->creating = false;
 			tdo_log(TDO_LOG_ERROR, "vtier", "%s: cannot create this node's copy: %s", v->conf.vc_name,
@@ -626,17 +811,19 @@ static void reconcile(struct vvol *v)
 		if (vt->o.vol_gone)
 			vt->o.vol_gone(vt->o.arg, v->conf.vc_name);
 		v->deleting = true;
-		if (tdo_vol_delete(vt->e, v->conf.vc_name, local_simple_done, v))
+		if ((rc = tdo_vol_delete(vt->e, v->conf.vc_name, local_simple_done, v)))
 			v->deleting = false;
 		else
 			v->local_id = -1;
 	} else if (want && have && vi.size != v->conf.vc_size && !v->resizing && v->io_active == 0 &&
 	           l_empty(&v->inflight)) {
 		v->resizing = true;
-		if (tdo_vol_resize(vt->e, v->conf.vc_name, v->conf.vc_size, local_simple_done, v))
+		if ((rc = tdo_vol_resize(vt->e, v->conf.vc_name, v->conf.vc_size, local_simple_done, v)))
 			v->resizing = false;
 	}
+	v->local_err = rc; /* the tick tries again; an operator waiting hears of it */
 	set_role(v);
+	admin_wait_check(v, rc);
 }
 
 /* Take configuration C (newer than ours, checked by the caller). */
@@ -644,8 +831,7 @@ static void adopt(struct vvol *v, const struct tdo_rm_vconf *c, bool from_peer)
 {
 	(void)from_peer;
 	uint32_t old_epoch = v->conf.vc_epoch;
-	v->conf = *c;
-	v->conf.vc_sync = 0;
+	conf_set(v, c);
 	if (c->vc_epoch != old_epoch && v->my_rep >= 0 && !v->primary)
 		v->expect_lsn = 0; /* a new primary: we are out of date until a resync says otherwise */
 	vt_log_conf(v, "configuration");
@@ -682,7 +868,7 @@ static bool make_change(struct vvol *v, struct change *ch, struct tdo_rm_vconf *
 	case CH_CREATE:
 		c = ch->conf;
 		if (!v->conf.vc_deleted && v->conf.vc_version) {
-			snprintf(why, wl, "volume '%s' exists", c.vc_name);
+			snprintf(why, wl, "a volume named '%s' already exists", c.vc_name);
 			return false;
 		}
 		c.vc_version = v->conf.vc_version + 1;
@@ -760,27 +946,45 @@ static void prop_finish(struct vvol *v, int status, const char *why)
 	propose_next(v);
 }
 
+/* The accepted proposal's configuration is durable here (or not). */
+static void prop_stored(struct tdo_vtier *vt, int status, void *arg)
+{
+	struct vvol *v = arg;
+	struct proposal *p = v->prop;
+	if (vt->stopping || !p || !p->storing)
+		return; /* the stop answered it already */
+	p->storing = false;
+	unstage(v, &p->conf);
+	if (status) {
+		prop_finish(v, -EIO, "cannot store the state file");
+		return;
+	}
+	/* in force: now, and only now, it is this node's configuration (a
+	 * proposer that dies before this point leaves no trace of a change
+	 * that may never have come into force) */
+	conf_set(v, &p->conf);
+	vt_log_conf(v, "change in force");
+	reconcile(v);
+	prop_finish(v, 0, NULL);
+	if (v->primary)
+		complete_ready(v);
+}
+
 static void prop_check(struct vvol *v)
 {
 	struct proposal *p = v->prop;
-	if (!p)
+	if (!p || p->storing)
 		return;
 	if (p->have >= p->need && !p->newer_seen) {
-		/* in force: now, and only now, it is this node's configuration
-		 * (a proposer that dies before this point leaves no trace of a
-		 * change that may never have come into force) */
-		struct tdo_rm_vconf prev = v->conf;
-		v->conf = p->conf;
-		if (state_save(v->vt)) {
-			v->conf = prev;
-			prop_finish(v, -EIO, "cannot store the state file");
-			return;
+		p->storing = true;
+		v->want = p->conf;
+		v->want.vc_sync = 0;
+		v->staged = true;
+		if (state_store(v->vt, prop_stored, v)) {
+			p->storing = false;
+			unstage(v, &v->want);
+			prop_finish(v, -ENOMEM, "out of memory");
 		}
-		vt_log_conf(v, "change in force");
-		reconcile(v);
-		prop_finish(v, 0, NULL);
-		if (v->primary)
-			complete_ready(v);
 		return;
 	}
 	int undecided = v->vt->nnodes - p->have - __builtin_popcount(p->nacked);
@@ -812,6 +1016,7 @@ static void propose_next(struct vvol *v)
 		}
 		p->ch = ch;
 		p->conf = c;
+		p->conf.vc_sync = 0;
 		p->prev = v->conf;
 		p->need = vt->nnodes / 2 + 1;
 		p->deadline_usec = tdo_now_usec() + PROPOSE_MS * 1000ull;
@@ -1823,22 +2028,31 @@ struct rs_fin {
 	uint64_t lsn;
 };
 
+/* The end of the resync into this copy is stored (or not): tell the primary. */
+static void rs_fin_stored(struct tdo_vtier *vt, int status, void *arg)
+{
+	struct rs_fin *f = arg;
+	struct vvol *v = vt->stopping ? NULL : find_vol(vt, f->name);
+	if (v) {
+		tdo_log(status ? TDO_LOG_WARN : TDO_LOG_INFO, "vtier", "%s: resync into this copy %s at LSN %" PRIu64,
+		        f->name, status ? "failed" : "complete", f->lsn);
+		rs_reply(vt, f->peer, v, TDO_RM_RS_END, status ? -EIO : 0, f->lsn, 0);
+	}
+	free(f);
+}
+
 static void rs_fin_done(void *arg, int status)
 {
 	struct rs_fin *f = arg;
 	struct vvol *v = find_vol(f->vt, f->name);
-	if (v) {
-		if (!status) {
-			v->rs_active = false;
-			v->expect_lsn = f->lsn + 1;
-			if (state_save(f->vt))
-				status = -EIO;
-		}
-		tdo_log(status ? TDO_LOG_WARN : TDO_LOG_INFO, "vtier", "%s: resync into this copy %s at LSN %" PRIu64,
-		        f->name, status ? "failed" : "complete", f->lsn);
-		rs_reply(f->vt, f->peer, v, TDO_RM_RS_END, status, f->lsn, 0);
+	if (v && !status) {
+		v->rs_active = false;
+		v->expect_lsn = f->lsn + 1;
+		if (!state_store(f->vt, rs_fin_stored, f))
+			return;
+		status = -ENOMEM;
 	}
-	free(f);
+	rs_fin_stored(f->vt, status, f);
 }
 
 static void rs_replica_done(struct vvol *v)
@@ -1860,6 +2074,28 @@ static void rs_replica_done(struct vvol *v)
 		free(f);
 		rs_reply(vt, peer, v, TDO_RM_RS_END, rc, 0, 0);
 	}
+}
+
+struct rs_begin {
+	struct vvol *v;
+	int peer;
+};
+
+/* This copy is stored as under resync (or not): answer the primary. */
+static void rs_begin_stored(struct tdo_vtier *vt, int status, void *arg)
+{
+	struct rs_begin *b = arg;
+	struct vvol *v = b->v;
+	int peer = b->peer;
+	free(b);
+	if (vt->stopping)
+		return;
+	v->rs_storing = false;
+	if (status) {
+		v->rs_active = false;
+		rs_reply(vt, peer, v, TDO_RM_RS_END, -EIO, 0, 0);
+	} else
+		rs_reply(vt, peer, v, TDO_RM_RS_STATE, 0, v->rs_lsn, v->rs_epoch);
 }
 
 static void on_rs_replica(struct tdo_vtier *vt, int peer, uint16_t type, const struct tdo_rm_rs *m)
@@ -1888,14 +2124,22 @@ static void on_rs_replica(struct tdo_vtier *vt, int peer, uint16_t type, const s
 			v->rs_lsn = vi.durable_lsn;
 			v->rs_epoch = vi.durable_epoch;
 			v->rs_active = true;
+			v->rs_storing = true;
 			v->expect_lsn = 0;
-			if (state_save(vt)) {
-				v->rs_active = false;
-				rs_reply(vt, peer, v, TDO_RM_RS_END, -EIO, 0, 0);
-				return;
+			struct rs_begin *b = calloc(1, sizeof(*b));
+			if (b) {
+				b->v = v;
+				b->peer = peer;
 			}
+			if (!b || state_store(vt, rs_begin_stored, b)) {
+				free(b);
+				v->rs_active = v->rs_storing = false;
+				rs_reply(vt, peer, v, TDO_RM_RS_END, -ENOMEM, 0, 0);
+			}
+			return;
 		}
-		rs_reply(vt, peer, v, TDO_RM_RS_STATE, 0, v->rs_lsn, v->rs_epoch);
+		if (!v->rs_storing) /* else the store in flight answers */
+			rs_reply(vt, peer, v, TDO_RM_RS_STATE, 0, v->rs_lsn, v->rs_epoch);
 		return;
 	case TDO_RM_RS_SCAN: {
 		struct map_ctx x = { vt, peer, v, m->rs_lsn, calloc(RS_MAP_RUNS, sizeof(struct tdo_rm_run)), 0 };
@@ -1938,18 +2182,55 @@ static const char *vconf_refusal(struct tdo_vtier *vt, struct vvol *v, const str
 	(void)vt;
 	if (!v)
 		return NULL;
-	if (!conf_newer(c, &v->conf))
+	const struct tdo_rm_vconf *cur = conf_want(v);
+	if (!conf_newer(c, cur))
 		return "not newer than this node's configuration";
 	/* a proposal that changes the primary needs it in-sync here; a sync
 	 * (what another node holds in force) is taken when newer: this node's
 	 * own copy may hold a change that never came into force */
-	if (!c->vc_sync && !c->vc_deleted && !v->conf.vc_deleted && v->conf.vc_version &&
-	    strcmp(c->vc_rep[c->vc_primary], v->conf.vc_rep[v->conf.vc_primary])) {
-		int i = rep_index(&v->conf, c->vc_rep[c->vc_primary]);
-		if (i < 0 || v->conf.vc_state[i] != TDO_REP_IN_SYNC)
+	if (!c->vc_sync && !c->vc_deleted && !cur->vc_deleted && cur->vc_version &&
+	    strcmp(c->vc_rep[c->vc_primary], cur->vc_rep[cur->vc_primary])) {
+		int i = rep_index(cur, c->vc_rep[c->vc_primary]);
+		if (i < 0 || cur->vc_state[i] != TDO_REP_IN_SYNC)
 			return "the new primary is not in-sync here";
 	}
 	return NULL;
+}
+
+struct vconf_store {
+	struct vvol *v;
+	int peer;
+	struct tdo_rm_vconf c;      /* as received (vc_sync: no answer wanted) */
+};
+
+/* A peer's configuration is stored here (or not): take it, and answer. */
+static void vconf_stored(struct tdo_vtier *vt, int status, void *arg)
+{
+	struct vconf_store *x = arg;
+	struct vvol *v = x->v;
+	struct tdo_rm_vconf c = x->c;
+	int peer = x->peer;
+	free(x);
+	if (vt->stopping)
+		return;
+	bool sync = c.vc_sync;
+	c.vc_sync = 0;
+	unstage(v, &c);
+	if (status) {
+		if (!sync)
+			vconf_ack(vt, peer, &c, false, "cannot store the state file", NULL);
+		return;
+	}
+	if (conf_newer(&c, &v->conf))
+		adopt(v, &c, true);
+	if (!sync && v->creating) {
+		v->ack_peer = peer; /* answered once the copy exists */
+		v->ack_conf = c;
+	} else if (!sync)
+		vconf_ack(vt, peer, &c, true, NULL, NULL);
+	if (v->prop)
+		prop_check(v);
+	fwd_retry(vt);
 }
 
 static void on_vconf(struct tdo_vtier *vt, int peer, const struct tdo_rm_vconf *in)
@@ -1965,45 +2246,36 @@ static void on_vconf(struct tdo_vtier *vt, int peer, const struct tdo_rm_vconf *
 	const char *why = vconf_refusal(vt, v, &c);
 	if (why) {
 		if (!c.vc_sync)
-			vconf_ack(vt, peer, &c, false, why, &v->conf);
-		else if (conf_newer(&v->conf, &c))
-			send_conf(vt, peer, &v->conf, true); /* ours is newer: have it */
+			vconf_ack(vt, peer, &c, false, why, conf_want(v));
+		else if (conf_newer(conf_want(v), &c))
+			send_conf(vt, peer, conf_want(v), true); /* ours is newer: have it */
 		return;
 	}
-	bool fresh = !v;
-	if (!v && !(v = vol_new(vt, &c))) {
+	if (!v) {
+		struct tdo_rm_vconf none = { .vc_deleted = 1 }; /* an empty tombstone until stored */
+		snprintf(none.vc_name, sizeof(none.vc_name), "%s", name);
+		v = vol_new(vt, &none);
+	}
+	struct vconf_store *x = v ? calloc(1, sizeof(*x)) : NULL;
+	if (!x) {
 		if (!c.vc_sync)
 			vconf_ack(vt, peer, &c, false, "out of memory", NULL);
 		return;
 	}
-	struct tdo_rm_vconf prev = v->conf;
-	if (v->prop) {
-		/* a newer configuration ends our own proposal */
-		v->prop->newer_seen = true;
-	}
-	v->conf = c;
-	if (state_save(vt)) {
-		if (fresh) {
-			v->conf.vc_deleted = 1; /* an empty tombstone, never stored */
-			v->conf.vc_version = 0;
-		} else
-			v->conf = prev;
-		if (!c.vc_sync)
-			vconf_ack(vt, peer, &c, false, "cannot store the state file", NULL);
-		return;
-	}
-	v->conf = prev;
-	if (fresh)
-		memset(&v->conf, 0, sizeof(v->conf));
-	adopt(v, &c, true);
-	if (!c.vc_sync && v->creating) {
-		v->ack_peer = peer; /* answered once the copy exists */
-		v->ack_conf = c;
-	} else if (!c.vc_sync)
-		vconf_ack(vt, peer, &c, true, NULL, NULL);
+	x->v = v;
+	x->peer = peer;
+	x->c = c;
 	if (v->prop)
-		prop_check(v);
-	fwd_retry(vt);
+		v->prop->newer_seen = true; /* a newer configuration ends our own proposal */
+	v->want = c;
+	v->want.vc_sync = 0;
+	v->staged = true;
+	if (state_store(vt, vconf_stored, x)) {
+		unstage(v, &v->want);
+		free(x);
+		if (!c.vc_sync)
+			vconf_ack(vt, peer, &c, false, "out of memory", NULL);
+	}
 }
 
 static void on_vconf_ack(struct tdo_vtier *vt, int peer, const void *pl, uint32_t len)
@@ -2072,7 +2344,7 @@ struct verify {
 	char node[TDO_REP_MAX][TDO_NODE_ID_MAX + 1];
 	uint64_t *sums[TDO_REP_MAX];
 	int status[TDO_REP_MAX];
-	tdo_vt_cb cb;
+	tdo_vt_verify_cb cb;
 	void *arg;
 	uint64_t deadline_usec;
 	struct link link;
@@ -2208,53 +2480,53 @@ static void on_sum(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *m)
 static void verify_finish(struct verify *ver)
 {
 	l_del(&ver->link);
-	json_t *reps = json_array(), *diffs = json_array();
-	int ok = 0, bad = 0;
+	struct tdo_verify_result *res = calloc(1, sizeof(*res));
+	int ok = 0, bad = 0, ref = -1;
 	for (int i = 0; i < ver->nrep; i++) {
-		json_array_append_new(reps, json_pack("{s:s, s:s}", "node", ver->node[i], "result",
-		                                      ver->status[i] ? tdo_strerror(ver->status[i]) : "checked"));
 		if (ver->status[i])
 			bad++;
-		else
-			ok++;
-	}
-	int ref = -1;
-	for (int i = 0; i < ver->nrep; i++)
-		if (!ver->status[i]) {
+		else if (ok++ == 0)
 			ref = i;
-			break;
-		}
-	uint64_t ndiff = 0;
-	for (uint64_t r = 0; ref >= 0 && r < ver->count; r++) {
-		bool same = true;
-		for (int i = 0; i < ver->nrep; i++)
-			if (!ver->status[i] && ver->sums[i][r] != ver->sums[ref][r])
-				same = false;
-		if (same)
-			continue;
-		if (++ndiff <= 100) {
-			json_t *who = json_object();
-			for (int i = 0; i < ver->nrep; i++)
-				if (!ver->status[i]) {
-					char hx[20];
-					snprintf(hx, sizeof(hx), "%016" PRIx64, ver->sums[i][r]);
-					json_object_set_new(who, ver->node[i], json_string(hx));
-				}
-			json_array_append_new(diffs, json_pack("{s:I, s:I, s:o}", "offset", (json_int_t)(r * ver->region),
-			                                       "length", (json_int_t)ver->region, "checksums", who));
-		}
 	}
-	json_t *res = json_pack("{s:s, s:I, s:I, s:o, s:I, s:o, s:b}", "volume", ver->name, "region_bytes",
-	                        (json_int_t)ver->region, "regions", (json_int_t)ver->count, "replicas", reps,
-	                        "differing_regions", (json_int_t)ndiff, "differences", diffs, "identical",
-	                        ndiff == 0 && bad == 0 && ok >= 2);
+	if (res) {
+		snprintf(res->name, sizeof(res->name), "%s", ver->name);
+		res->region_bytes = ver->region;
+		res->regions = ver->count;
+		res->nrep = ver->nrep;
+		for (int i = 0; i < ver->nrep; i++) {
+			snprintf(res->node[i], sizeof(res->node[i]), "%s", ver->node[i]);
+			res->status[i] = ver->status[i];
+		}
+		for (uint64_t r = 0; ref >= 0 && r < ver->count; r++) {
+			bool same = true;
+			for (int i = 0; i < ver->nrep; i++)
+				if (!ver->status[i] && ver->sums[i][r] != ver->sums[ref][r])
+					same = false;
+			if (same)
+				continue;
+			if (res->ndiffs < TDO_VERIFY_MAX_DIFFS) {
+				struct tdo_verify_diff *d = &res->diffs[res->ndiffs++];
+				d->offset = r * ver->region;
+				d->length = ver->region;
+				for (int i = 0; i < ver->nrep; i++)
+					if (!ver->status[i])
+						d->sum[i] = ver->sums[i][r];
+			}
+			res->differing++;
+		}
+		res->identical = res->differing == 0 && bad == 0 && ok >= 2;
+	}
 	int st = 0;
 	char msg[200] = "";
-	if (bad) {
+	if (!res) {
+		st = -ENOMEM;
+		snprintf(msg, sizeof(msg), "out of memory");
+	} else if (bad) {
 		st = -EIO;
 		snprintf(msg, sizeof(msg), "%d of %d replicas could not be checked", bad, ver->nrep);
 	}
 	ver->cb(ver->arg, st, msg[0] ? msg : NULL, res);
+	free(res);
 	for (int i = 0; i < ver->nrep; i++)
 		free(ver->sums[i]);
 	free(ver);
@@ -2296,7 +2568,8 @@ static void on_sum_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *
 	}
 }
 
-int tdo_vtier_verify(struct tdo_vtier *vt, const char *name, tdo_vt_cb cb, void *arg, char *err, size_t errlen)
+int tdo_vtier_verify(struct tdo_vtier *vt, const char *name, tdo_vt_verify_cb cb, void *arg, char *err,
+                     size_t errlen)
 {
 	struct vvol *v = live_vol(vt, name, err, errlen);
 	if (!v)
@@ -2347,7 +2620,7 @@ struct promote {
 	int peer;                   /* -1: this node promotes itself */
 	uint64_t from_id;           /* asked by a peer: answer it */
 	char name[TDO_NAME_MAX + 1];
-	tdo_vt_cb cb;
+	tdo_vt_promote_cb cb;
 	void *arg;
 	uint64_t deadline_usec;
 	struct link link;
@@ -2373,8 +2646,7 @@ static void promote_done(struct vvol *v, int status, const char *why, void *arg)
 	if (pm->peer >= 0)
 		promote_reply(v->vt, pm->peer, pm->from_id, v->conf.vc_name, status, v->conf.vc_epoch, msg);
 	else
-		pm->cb(pm->arg, status, msg, json_pack("{s:s, s:s, s:i}", "volume", v->conf.vc_name, "primary",
-		                                       v->conf.vc_rep[v->conf.vc_primary], "epoch", (int)v->conf.vc_epoch));
+		pm->cb(pm->arg, status, msg, v->conf.vc_epoch);
 	free(pm);
 }
 
@@ -2441,15 +2713,13 @@ static void on_promote_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_p
 		char why[sizeof(m->pm_why) + 1];
 		memcpy(why, m->pm_why, sizeof(m->pm_why));
 		why[sizeof(m->pm_why)] = 0;
-		pm->cb(pm->arg, m->pm_status, why, m->pm_status ? NULL :
-		       json_pack("{s:s, s:s, s:i}", "volume", pm->name, "primary", tdo_cluster_peer_id(vt->c, peer),
-		                 "epoch", (int)m->pm_epoch));
+		pm->cb(pm->arg, m->pm_status, why, m->pm_epoch);
 		free(pm);
 		return;
 	}
 }
 
-int tdo_vtier_promote(struct tdo_vtier *vt, const char *name, const char *node, tdo_vt_cb cb, void *arg,
+int tdo_vtier_promote(struct tdo_vtier *vt, const char *name, const char *node, tdo_vt_promote_cb cb, void *arg,
                       char *err, size_t errlen)
 {
 	struct vvol *v = live_vol(vt, name, err, errlen);
@@ -2493,7 +2763,7 @@ int tdo_vtier_promote(struct tdo_vtier *vt, const char *name, const char *node, 
 
 static void vol_tick(struct tdo_vtier *vt, struct vvol *v, uint64_t now)
 {
-	if (v->prop && now > v->prop->deadline_usec)
+	if (v->prop && !v->prop->storing && now > v->prop->deadline_usec)
 		prop_finish(v, -ETIMEDOUT, "no majority of the nodes answered in time");
 	if (!v->prop && l_empty(&v->changes))
 		reconcile(v);
@@ -2551,7 +2821,7 @@ static void tick_cb(uv_timer_t *t)
 		l = l->next;
 		if (now > pm->deadline_usec) {
 			l_del(&pm->link);
-			pm->cb(pm->arg, -ETIMEDOUT, "the node did not answer in time", NULL);
+			pm->cb(pm->arg, -ETIMEDOUT, "the node did not answer in time", 0);
 			free(pm);
 		}
 	}
@@ -2607,7 +2877,7 @@ static void hook_down(void *arg, int peer)
 		l = l->next;
 		if (pm->peer == peer) {
 			l_del(&pm->link);
-			pm->cb(pm->arg, -ENOTCONN, "lost the connection to the node", NULL);
+			pm->cb(pm->arg, -ENOTCONN, "lost the connection to the node", 0);
 			free(pm);
 		}
 	}
@@ -2746,14 +3016,17 @@ int tdo_vtier_start(uv_loop_t *loop, struct tdo_engine *e, struct tdo_cluster *c
 		vt->o.ack_timeout_ms = 1000;
 	if (!vt->o.resync_rate)
 		vt->o.resync_rate = 256ull << 20;
-	vt->state_path = strdup(o->state_path);
-	vt->me = tdo_cluster_node_id(c);
+	vt->state_path = o->state_path ? strdup(o->state_path) : NULL;
+	snprintf(vt->me_id, sizeof(vt->me_id), "%s", c ? tdo_cluster_node_id(c) : o->node_id && *o->node_id ? o->node_id : "local");
+	vt->me = vt->me_id;
 	vt->nnodes = tdo_cluster_npeers(c) + 1;
 	l_init(&vt->fwd_sent);
 	l_init(&vt->fwd_wait);
 	l_init(&vt->sums);
 	l_init(&vt->promotes);
-	int rc = vt->state_path ? state_load(vt, err, errlen) : -ENOMEM;
+	l_init(&vt->st.next);
+	l_init(&vt->st.cur);
+	int rc = o->state_path && !vt->state_path ? -ENOMEM : vt->state_path ? state_load(vt, err, errlen) : 0;
 	if (rc) {
 		while (vt->vols) {
 			struct vvol *v = vt->vols;
@@ -2775,8 +3048,11 @@ int tdo_vtier_start(uv_loop_t *loop, struct tdo_engine *e, struct tdo_cluster *c
 			struct vvol *v = find_vol(vt, vi[i].name);
 			if (v && !v->conf.vc_deleted)
 				continue;
+			uint32_t epoch = v ? v->conf.vc_epoch + 1 : 1;
+			if (vi[i].epoch > epoch)
+				epoch = vi[i].epoch; /* never below the epoch of the copy's newest write */
 			struct tdo_rm_vconf cf = { .vc_size = vi[i].size, .vc_flags = vi[i].flags,
-			                           .vc_epoch = v ? v->conf.vc_epoch + 1 : 1,
+			                           .vc_epoch = epoch,
 			                           .vc_version = v ? v->conf.vc_version + 1 : 1,
 			                           .vc_ctime = vi[i].ctime, .vc_nrep = 1, .vc_nhist = 1 };
 			snprintf(cf.vc_name, sizeof(cf.vc_name), "%s", vi[i].name);
@@ -2785,14 +3061,14 @@ int tdo_vtier_start(uv_loop_t *loop, struct tdo_engine *e, struct tdo_cluster *c
 			cf.vc_hist[0].vh_epoch = cf.vc_epoch;
 			cf.vc_hist[0].vh_start_lsn = vi[i].lsn;
 			if (v)
-				v->conf = cf;
+				conf_set(v, &cf);
 			else
 				vol_new(vt, &cf);
 			changed = true;
 		}
 		free(vi);
 	}
-	if (changed && state_save(vt)) {
+	if (changed && state_save_now(vt)) {
 		snprintf(err, errlen, "cannot write the state file %s", vt->state_path);
 		tdo_vtier_free(vt);
 		return -EIO;
@@ -2828,7 +3104,7 @@ void tdo_vtier_stop(struct tdo_vtier *vt)
 	while (!l_empty(&vt->promotes)) {
 		struct promote *pm = l_item(vt->promotes.next, struct promote, link);
 		l_del(&pm->link);
-		pm->cb(pm->arg, -ESHUTDOWN, "the node is stopping", NULL);
+		pm->cb(pm->arg, -ESHUTDOWN, "the node is stopping", 0);
 		free(pm);
 	}
 	for (struct vvol *v = vt->vols; v; v = v->next) {
@@ -2840,6 +3116,11 @@ void tdo_vtier_stop(struct tdo_vtier *vt)
 			change_done(v, ch, -ESHUTDOWN, "the node is stopping");
 		}
 		fail_list(&v->held, -ESHUTDOWN);
+		if (v->admin_cb) {
+			tdo_vt_cb cb = v->admin_cb;
+			v->admin_cb = NULL;
+			cb(v->admin_arg, -ESHUTDOWN, "the node is stopping");
+		}
 		for (int i = 0; i < TDO_REP_MAX; i++)
 			if (v->rs[i] && !v->rs[i]->busy)
 				rs_free(v, i);
@@ -2866,6 +3147,15 @@ void tdo_vtier_free(struct tdo_vtier *vt)
 {
 	if (!vt)
 		return;
+	if (vt->st.busy) {
+		vt->free_pending = true; /* st_after frees it */
+		return;
+	}
+	while (!l_empty(&vt->st.next)) {
+		struct st_wait *sw = l_item(vt->st.next.next, struct st_wait, link);
+		l_del(&sw->link);
+		free(sw);
+	}
 	while (vt->vols) {
 		struct vvol *v = vt->vols;
 		vt->vols = v->next;
@@ -2883,48 +3173,52 @@ void tdo_vtier_free(struct tdo_vtier *vt)
 
 /* ---- the front end's calls ---- */
 
-int tdo_vtier_lookup(struct tdo_vtier *vt, const char *name, uint64_t *size)
+const char *tdo_vtier_node_id(struct tdo_vtier *vt)
+{
+	return vt->me;
+}
+
+int tdo_vhandle_open(struct tdo_vtier *vt, const char *name, struct tdo_vhandle **out, uint64_t *size)
 {
 	struct vvol *v = find_vol(vt, name);
-	if (!v || v->conf.vc_deleted || !v->conf.vc_version)
+	if (!v || !conf_live(&v->conf))
 		return TDO_ENOVOL;
+	struct tdo_vhandle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->vt = vt;
+	h->v = v;
+	h->gen = v->gen;
 	*size = v->conf.vc_size;
+	*out = h;
 	return 0;
 }
 
-static int cmp_name(const void *a, const void *b)
+void tdo_vhandle_close(struct tdo_vhandle *h)
 {
-	return strcmp(a, b);
+	free(h);
 }
 
-int tdo_vtier_names(struct tdo_vtier *vt, char (*names)[TDO_NAME_MAX + 1], int max)
+const char *tdo_vhandle_name(const struct tdo_vhandle *h)
 {
-	int n = 0;
-	for (struct vvol *v = vt->vols; v; v = v->next) {
-		if (v->conf.vc_deleted || !v->conf.vc_version)
-			continue;
-		if (n < max)
-			snprintf(names[n], TDO_NAME_MAX + 1, "%s", v->conf.vc_name);
-		n++;
-	}
-	if ((n < max ? n : max) > 1)
-		qsort(names, (size_t)(n < max ? n : max), TDO_NAME_MAX + 1, cmp_name);
-	return n;
+	return h->v->conf.vc_name;
 }
 
-int64_t tdo_vtier_primary_id(struct tdo_vtier *vt, const char *name)
+/* The handle's volume, or NULL once that incarnation is gone. */
+static struct vvol *handle_vol(struct tdo_vhandle *h)
 {
-	struct vvol *v = find_vol(vt, name);
-	return v && v->primary ? v->local_id : -1;
+	struct vvol *v = h->v;
+	return v->gen == h->gen && conf_live(&v->conf) ? v : NULL;
 }
 
-int tdo_vtier_io(struct tdo_vtier *vt, const char *name, int op, unsigned flags, uint64_t off, uint64_t len,
-                 void *buf, tdo_done_cb cb, void *arg)
+int tdo_vhandle_io(struct tdo_vhandle *h, int op, unsigned flags, uint64_t off, uint64_t len, void *buf,
+                   tdo_done_cb cb, void *arg)
 {
-	struct vvol *v = find_vol(vt, name);
+	struct tdo_vtier *vt = h->vt;
+	struct vvol *v = handle_vol(h);
 	if (vt->stopping)
 		return -ESHUTDOWN;
-	if (!v || v->conf.vc_deleted || !v->conf.vc_version)
+	if (!v)
 		return TDO_ENOVOL;
 	if (op < TDO_RMOP_READ || op > TDO_RMOP_FLUSH || (op != TDO_RMOP_FLUSH && len > TDO_RM_MAX_PAYLOAD - 4096 &&
 	                                                  (op == TDO_RMOP_READ || op == TDO_RMOP_WRITE)))
@@ -2943,7 +3237,7 @@ int tdo_vtier_io(struct tdo_vtier *vt, const char *name, int op, unsigned flags,
 	r->arg = arg;
 	r->from_peer = -1;
 	r->fwd_peer = -1;
-	snprintf(r->name, sizeof(r->name), "%s", name);
+	snprintf(r->name, sizeof(r->name), "%s", v->conf.vc_name);
 	if (v->primary) {
 		int rc = primary_io(v, r);
 		if (rc)
@@ -2955,6 +3249,93 @@ int tdo_vtier_io(struct tdo_vtier *vt, const char *name, int op, unsigned flags,
 	return 0;
 }
 
+int tdo_vhandle_map(struct tdo_vhandle *h, uint64_t off, uint64_t len, tdo_map_fn fn, void *arg)
+{
+	struct vvol *v = handle_vol(h);
+	if (!v)
+		return TDO_ENOVOL;
+	if (off > v->conf.vc_size || len > v->conf.vc_size - off)
+		return -EINVAL;
+	if (v->primary && v->local_id >= 0)
+		return tdo_engine_map(h->vt->e, (uint32_t)v->local_id, off, len, fn, arg);
+	return len ? fn(arg, off, len, 0) : 0; /* not the primary: all allocated, which is always safe */
+}
+
+static void vol_info(struct vvol *v, struct tdo_vinfo *o)
+{
+	struct tdo_vtier *vt = v->vt;
+	const struct tdo_rm_vconf *c = &v->conf;
+	memset(o, 0, sizeof(*o));
+	snprintf(o->name, sizeof(o->name), "%s", c->vc_name);
+	o->size = c->vc_size;
+	o->flags = c->vc_flags;
+	o->epoch = c->vc_epoch;
+	o->version = c->vc_version;
+	o->ctime = c->vc_ctime;
+	snprintf(o->primary, sizeof(o->primary), "%s", c->vc_rep[c->vc_primary]);
+	o->role = v->primary ? TDO_VROLE_PRIMARY : v->my_rep >= 0 ? TDO_VROLE_REPLICA : TDO_VROLE_NONE;
+	o->nrep = c->vc_nrep < TDO_REP_MAX ? c->vc_nrep : TDO_REP_MAX;
+	for (uint32_t i = 0; i < o->nrep; i++) {
+		struct tdo_vrep_info *r = &o->rep[i];
+		snprintf(r->node, sizeof(r->node), "%s", c->vc_rep[i]);
+		r->state = c->vc_state[i];
+		r->primary = i == c->vc_primary;
+		r->down = strcmp(c->vc_rep[i], vt->me) && !tdo_cluster_peer_up(vt->c, rep_peer(v, (int)i));
+		struct resync *rs = v->primary ? v->rs[i] : NULL;
+		if (!rs)
+			continue;
+		r->resync = true;
+		r->resync_phase = rs->phase == RS_COPY ? TDO_RSP_COPYING : rs->phase == RS_FINAL ? TDO_RSP_FINAL :
+		                  rs->phase == RS_WAIT_END || rs->phase == RS_PROPOSE ? TDO_RSP_FINISHING :
+		                  TDO_RSP_STARTING;
+		r->copied_blocks = rs->copied;
+		r->total_blocks = rs->total;
+		r->dirty_blocks = rs->ndirty;
+	}
+	struct tdo_vol_info vi;
+	if (v->local_id >= 0 && !tdo_vol_lookup(vt->e, c->vc_name, &vi)) {
+		o->local = true;
+		o->lsn = v->primary ? v->next_lsn : vi.lsn;
+		o->used_bytes = vi.used_bytes;
+	}
+	o->resync_into = v->rs_active;
+}
+
+int tdo_vtier_info(struct tdo_vtier *vt, const char *name, struct tdo_vinfo *out)
+{
+	struct vvol *v = find_vol(vt, name);
+	if (!v || !conf_live(&v->conf))
+		return TDO_ENOVOL;
+	vol_info(v, out);
+	return 0;
+}
+
+static int cmp_vol_name(const void *a, const void *b)
+{
+	return strcmp((*(struct vvol *const *)a)->conf.vc_name, (*(struct vvol *const *)b)->conf.vc_name);
+}
+
+int tdo_vtier_list(struct tdo_vtier *vt, struct tdo_vinfo *out, int max)
+{
+	int n = 0;
+	for (struct vvol *v = vt->vols; v; v = v->next)
+		n += conf_live(&v->conf);
+	if (max <= 0 || n == 0)
+		return n;
+	struct vvol **all = calloc((size_t)n, sizeof(*all));
+	if (!all)
+		return -ENOMEM;
+	int k = 0;
+	for (struct vvol *v = vt->vols; v; v = v->next)
+		if (conf_live(&v->conf))
+			all[k++] = v;
+	qsort(all, (size_t)n, sizeof(*all), cmp_vol_name);
+	for (int i = 0; i < n && i < max; i++)
+		vol_info(all[i], &out[i]);
+	free(all);
+	return n;
+}
+
 /* ---- administration ---- */
 
 struct admin_op {
@@ -2962,83 +3343,18 @@ struct admin_op {
 	void *arg;
 };
 
-static json_t *vol_json(struct vvol *v)
-{
-	struct tdo_vtier *vt = v->vt;
-	json_t *reps = json_array();
-	for (uint32_t i = 0; i < v->conf.vc_nrep && i < TDO_REP_MAX; i++) {
-		int peer = rep_peer(v, (int)i);
-		bool me = !strcmp(v->conf.vc_rep[i], vt->me);
-		bool up = me || tdo_cluster_peer_up(vt->c, peer);
-		json_t *r = json_pack("{s:s, s:s, s:b, s:b}", "node", v->conf.vc_rep[i], "state",
-		                      state_name(v->conf.vc_state[i]), "primary", i == v->conf.vc_primary, "down", !up);
-		struct resync *rs = v->primary ? v->rs[i] : NULL;
-		if (rs)
-			json_object_set_new(r, "resync", json_pack("{s:I, s:I, s:I, s:s}", "copied_blocks", (json_int_t)rs->copied,
-			                                           "total_blocks", (json_int_t)rs->total, "dirty_blocks",
-			                                           (json_int_t)rs->ndirty, "phase",
-			                                           rs->phase == RS_COPY ? "copying" : rs->phase == RS_FINAL ? "final" :
-			                                           rs->phase == RS_WAIT_END || rs->phase == RS_PROPOSE ? "finishing" : "starting"));
-		json_array_append_new(reps, r);
-	}
-	uint32_t ep = 0;
-	uint64_t lsn = v->local_id >= 0 ? engine_lsn(v, &ep) : 0;
-	json_t *j = json_pack("{s:s, s:I, s:s, s:i, s:I, s:s, s:s, s:o}", "name", v->conf.vc_name, "size",
-	                      (json_int_t)v->conf.vc_size, "compress", v->conf.vc_flags & TDO_VOL_LZ4 ? "lz4" : "none",
-	                      "epoch", (int)v->conf.vc_epoch, "version", (json_int_t)v->conf.vc_version, "primary",
-	                      v->conf.vc_rep[v->conf.vc_primary], "role",
-	                      v->primary ? "primary" : v->my_rep >= 0 ? "replica" : "none", "replicas", reps);
-	if (v->local_id >= 0)
-		json_object_set_new(j, "lsn", json_integer((json_int_t)(v->primary ? v->next_lsn : lsn)));
-	if (v->rs_active)
-		json_object_set_new(j, "resync_into_this_copy", json_true());
-	return j;
-}
-
-json_t *tdo_vtier_volume_json(struct tdo_vtier *vt, const char *name)
-{
-	struct vvol *v = find_vol(vt, name);
-	return v && !v->conf.vc_deleted && v->conf.vc_version ? vol_json(v) : NULL;
-}
-
-static int cmp_json_name(const void *a, const void *b)
-{
-	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
-	              json_string_value(json_object_get(*(json_t *const *)b, "name")));
-}
-
-json_t *tdo_vtier_status(struct tdo_vtier *vt)
-{
-	int n = 0;
-	for (struct vvol *v = vt->vols; v; v = v->next)
-		n++;
-	json_t **items = calloc((size_t)n + 1, sizeof(*items));
-	json_t *arr = json_array();
-	if (!items)
-		return arr;
-	int k = 0;
-	for (struct vvol *v = vt->vols; v; v = v->next)
-		if (!v->conf.vc_deleted && v->conf.vc_version)
-			items[k++] = vol_json(v);
-	if (k > 1)
-		qsort(items, (size_t)k, sizeof(*items), cmp_json_name);
-	for (int i = 0; i < k; i++)
-		json_array_append_new(arr, items[i]);
-	free(items);
-	return arr;
-}
-
 static void admin_done(struct vvol *v, int status, const char *why, void *arg)
 {
 	struct admin_op *op = arg;
-	if (!status && v->creating) {
-		/* in force: answer once this node's copy exists */
-		v->create_cb = op->cb;
-		v->create_arg = op->arg;
+	if (!status && !v->admin_cb && local_behind(v)) {
+		/* in force: answer once this node's copy has followed */
+		v->admin_cb = op->cb;
+		v->admin_arg = op->arg;
 		free(op);
+		admin_wait_check(v, 0); /* unless it already could not */
 		return;
 	}
-	op->cb(op->arg, status, why, status || v->conf.vc_deleted ? NULL : vol_json(v));
+	op->cb(op->arg, status, why);
 	free(op);
 }
 
@@ -3063,6 +3379,15 @@ static int queue_admin(struct vvol *v, int kind, uint64_t size, const struct tdo
 	ch->arg = op;
 	queue_change(v, ch);
 	return 0;
+}
+
+/* This node's device can take MORE bytes of volumes (whole blocks). */
+static bool local_room(struct tdo_vtier *vt, uint64_t more)
+{
+	struct tdo_engine_stats st;
+	tdo_engine_stats(vt->e, &st);
+	uint64_t need = (more + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE * TDO_BLOCK_SIZE;
+	return st.vol_bytes + need <= st.capacity;
 }
 
 int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint32_t flags, int replicas,
@@ -3092,7 +3417,7 @@ int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint
 	}
 	struct vvol *v = find_vol(vt, name);
 	if (v && !v->conf.vc_deleted && v->conf.vc_version) {
-		snprintf(err, errlen, "volume '%s' exists", name);
+		snprintf(err, errlen, "a volume named '%s' already exists", name);
 		return TDO_EVOLEXIST;
 	}
 	if (v && (v->prop || !l_empty(&v->changes) || v->local_id >= 0)) {
@@ -3123,14 +3448,9 @@ int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint
 	}
 	for (uint32_t i = 0; i < c.vc_nrep; i++)
 		c.vc_state[i] = TDO_REP_IN_SYNC;
-	if (rep_index(&c, vt->me) >= 0) {
-		struct tdo_engine_stats st;
-		tdo_engine_stats(vt->e, &st);
-		uint64_t need = (size + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE * TDO_BLOCK_SIZE;
-		if (st.vol_bytes + need > st.capacity) {
-			snprintf(err, errlen, "this node's device cannot hold %" PRIu64 " more bytes of volumes", need);
-			return TDO_ENOSPACE;
-		}
+	if (rep_index(&c, vt->me) >= 0 && !local_room(vt, size)) {
+		snprintf(err, errlen, "this node's device cannot hold %" PRIu64 " more bytes of volumes", size);
+		return TDO_ENOSPACE;
 	}
 	if (!v) {
 		struct tdo_rm_vconf none = { .vc_deleted = 1 };
@@ -3158,6 +3478,11 @@ int tdo_vtier_resize(struct tdo_vtier *vt, const char *name, uint64_t size, tdo_
 	if (size == 0 || size % TDO_SECTOR_SIZE) {
 		snprintf(err, errlen, "size must be a positive multiple of 512 bytes");
 		return -EINVAL;
+	}
+	if (size > v->conf.vc_size && rep_index(&v->conf, vt->me) >= 0 && !local_room(vt, size - v->conf.vc_size)) {
+		snprintf(err, errlen, "this node's device cannot hold %" PRIu64 " more bytes of volumes",
+		         size - v->conf.vc_size);
+		return TDO_ENOSPACE;
 	}
 	return queue_admin(v, CH_RESIZE, size, NULL, cb, arg);
 }

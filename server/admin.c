@@ -93,35 +93,25 @@ void admin_reply_error(struct aconn *c, int status, const char *msg)
 
 /* ---- volumes --------------------------------------------------------------- */
 
-static json_t *vol_json(struct daemon *d, const struct tdo_vol_info *vi)
-{
-	return json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:i}",
-	                 "name", vi->name,
-	                 "id", (json_int_t)vi->id,
-	                 "size", (json_int_t)vi->size,
-	                 "compress", vi->flags & TDO_VOL_LZ4 ? "lz4" : "none",
-	                 "used", (json_int_t)vi->used_bytes,
-	                 "lsn", (json_int_t)vi->lsn,
-	                 "epoch", (json_int_t)vi->epoch,
-	                 "connections", nbd_conn_count(d, vi->name));
-}
-
 static const char *op_verb(int op)
 {
 	switch (op) {
 	case OP_CREATE: return "create";
 	case OP_RESIZE: return "resize";
 	case OP_DELETE: return "delete";
+	case OP_PROMOTE: return "promote";
+	case OP_VERIFY: return "verify";
 	default: return "look up";
 	}
 }
 
 /*
- * The one place an engine or errno code becomes an HTTP status and a
- * message for the client. The cause is logged for the operator. The
- * operation is c->op on volume c->op_name (size c->op_size).
+ * The one place a volume tier, engine or errno code becomes an HTTP
+ * status and a message for the client: MSG when the volume tier gave one,
+ * else one made here. The cause is logged for the operator. The operation
+ * is c->op on volume c->op_name (size c->op_size).
  */
-static void reply_failure(struct aconn *c, int err)
+static void reply_failure(struct aconn *c, int err, const char *why)
 {
 	struct daemon *d = c->a->d;
 	const char *name = c->op_name;
@@ -132,10 +122,16 @@ static void reply_failure(struct aconn *c, int err)
 	case TDO_ENOVOL:
 		status = 404;
 		snprintf(msg, sizeof msg, "no volume named '%s'", name);
+		why = NULL; /* the same words whoever found it missing */
 		break;
 	case TDO_EVOLEXIST:
 		status = 409;
 		snprintf(msg, sizeof msg, "a volume named '%s' already exists", name);
+		why = NULL;
+		break;
+	case -EALREADY:
+		status = 409;
+		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
 		break;
 	case TDO_ENOSPACE: {
 		struct tdo_engine_stats st;
@@ -152,6 +148,7 @@ static void reply_failure(struct aconn *c, int err)
 			snprintf(msg, sizeof msg,
 			         "not enough space on the device for volume '%s' of %s (room for %s)",
 			         name, tdo_format_size(c->op_size, a, sizeof a), tdo_format_size(room, b, sizeof b));
+		why = NULL; /* ours says more */
 		break;
 	}
 	case -ENOSPC:
@@ -171,6 +168,15 @@ static void reply_failure(struct aconn *c, int err)
 		status = 400;
 		snprintf(msg, sizeof msg, "invalid volume name or size for '%s'", name);
 		break;
+	case -ETIMEDOUT:
+		status = 504;
+		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
+		break;
+	case -EAGAIN:
+	case -ENOTCONN:
+		status = 503;
+		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
+		break;
 	case -ESHUTDOWN:
 		status = 503;
 		snprintf(msg, sizeof msg, "testudod is shutting down");
@@ -188,27 +194,42 @@ static void reply_failure(struct aconn *c, int err)
 		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
 		break;
 	}
+	if (why && *why)
+		snprintf(msg, sizeof msg, "%s", why);
 	tdo_log(status >= 500 ? TDO_LOG_ERROR : TDO_LOG_INFO, "admin", "%s: %s volume %s: %s (%d): %d %s",
-	        c->peer, op_verb(c->op), name, tdo_strerror(err), err, status, http_reason(status));
+	        c->peer, op_verb(c->op), name, msg, err, status, http_reason(status));
 	send_error(c, status, "%s", msg);
 }
 
 /* Reply with volume NAME as it is now. */
 static void reply_volume(struct aconn *c, int status, const char *name)
 {
-	struct tdo_vol_info vi;
+	struct tdo_vinfo vi;
 	char loc[128];
-	int err = tdo_vol_lookup(c->a->d->engine, name, &vi);
+	int err = tdo_vtier_info(c->a->d->vtier, name, &vi);
 
 	if (err) {
-		reply_failure(c, err);
+		reply_failure(c, err, NULL);
 		return;
 	}
 	snprintf(loc, sizeof loc, "Location: /v1/volumes/%s\r\n", vi.name);
-	send_json(c, status, status == 201 ? loc : NULL, vol_json(c->a->d, &vi));
+	send_json(c, status, status == 201 ? loc : NULL, render_volume(c->a->d, &vi));
 }
 
-static void on_vol_op_done(void *arg, int status)
+/* The connection is ours again: false when its client went away meanwhile
+ * (then nothing is sent, and C may be gone). */
+static bool op_returns(struct aconn *c, int status, const char *msg)
+{
+	bool gone = c->state == AS_CLOSING;
+
+	if (gone && status)
+		tdo_log(TDO_LOG_WARN, "admin", "%s volume %s: %s", op_verb(c->op), c->op_name,
+		        msg ? msg : tdo_strerror(status));
+	http_release(c);
+	return !gone;
+}
+
+static void on_vol_op_done(void *arg, int status, const char *msg)
 {
 	struct aconn *c = arg;
 	char a[32];
@@ -218,16 +239,10 @@ static void on_vol_op_done(void *arg, int status)
 		        c->op == OP_RESIZE ? "resized" : "deleted", c->op_name,
 		        c->op == OP_DELETE ? "" : ", ",
 		        c->op == OP_DELETE ? "" : tdo_format_size(c->op_size, a, sizeof a));
-	if (c->state == AS_CLOSING) {  /* the client went away meanwhile */
-		if (status)
-			tdo_log(TDO_LOG_ERROR, "admin", "%s volume %s: %s", op_verb(c->op), c->op_name,
-			        tdo_strerror(status));
-		http_release(c);
+	if (!op_returns(c, status, msg))
 		return;
-	}
-	http_release(c);                /* both handles are still open */
 	if (status)
-		reply_failure(c, status);
+		reply_failure(c, status, msg);
 	else if (c->op == OP_DELETE)
 		send_json(c, 200, NULL, json_pack("{s:s, s:b}", "name", c->op_name, "deleted", 1));
 	else
@@ -235,87 +250,35 @@ static void on_vol_op_done(void *arg, int status)
 	c->op = OP_NONE;
 }
 
-/* Hand the operation in c->op to the engine; the reply goes out from its callback. */
-static void start_vol_op(struct aconn *c)
-{
-	struct daemon *d = c->a->d;
-	int err;
-
-	http_hold(c);
-	switch (c->op) {
-	case OP_CREATE:
-		err = tdo_vol_create(d->engine, c->op_name, c->op_size, c->op_flags, on_vol_op_done, c);
-		break;
-	case OP_RESIZE:
-		err = tdo_vol_resize(d->engine, c->op_name, c->op_size, on_vol_op_done, c);
-		break;
-	default:
-		err = tdo_vol_delete(d->engine, c->op_name, on_vol_op_done, c);
-		/* no connection is attached and none can attach now: drop its figures */
-		if (!err)
-			met_forget(&d->met, c->op_name);
-		break;
-	}
-	if (err) {
-		http_release(c);
-		reply_failure(c, err);
-		c->op = OP_NONE;
-	}
-}
-
-/* ---- volumes of a cluster (the volume tier) ---------------------------------- */
-
-/* A volume tier error as an HTTP status. */
-static int vt_http_status(int err)
-{
-	switch (err) {
-	case TDO_ENOVOL: return 404;
-	case TDO_EVOLEXIST: case -EALREADY: case -EBUSY: return 409;
-	case -EINVAL: return 400;
-	case TDO_ENOSPACE: case -ENOSPC: return 507;
-	case -ETIMEDOUT: return 504;
-	case -EAGAIN: case -ENOTCONN: case -ESHUTDOWN: case -ENOMEM: return 503;
-	default: return 500;
-	}
-}
-
-static void vt_reply_error(struct aconn *c, int err, const char *msg)
-{
-	int status = vt_http_status(err);
-	tdo_log(status >= 500 ? TDO_LOG_WARN : TDO_LOG_INFO, "admin", "%s: %s volume %s: %s: %d %s", c->peer,
-	        c->op == OP_PROMOTE ? "promote" : c->op == OP_VERIFY ? "verify" : op_verb(c->op), c->op_name,
-	        msg && *msg ? msg : tdo_strerror(err), status, http_reason(status));
-	send_error(c, status, "%s", msg && *msg ? msg : tdo_strerror(err));
-}
-
-static void on_vt_done(void *arg, int status, const char *msg, json_t *result)
+static void on_promote_done(void *arg, int status, const char *msg, uint32_t epoch)
 {
 	struct aconn *c = arg;
 
-	if (c->state == AS_CLOSING) {  /* the client went away meanwhile */
-		json_decref(result);
-		http_release(c);
+	if (!op_returns(c, status, msg))
 		return;
-	}
-	http_release(c);
-	if (status && !(c->op == OP_VERIFY && result)) {
-		json_decref(result);
-		vt_reply_error(c, status, msg);
-	}
-	else if (c->op == OP_DELETE)
-		send_json(c, 200, NULL, json_pack("{s:s, s:b}", "name", c->op_name, "deleted", 1));
-	else {
-		char loc[128];
-		snprintf(loc, sizeof loc, "Location: /v1/volumes/%s\r\n", c->op_name);
-		if (!result)
-			result = json_pack("{s:s}", "name", c->op_name);
-		send_json(c, c->op == OP_CREATE ? 201 : 200, c->op == OP_CREATE ? loc : NULL, result);
-	}
+	if (status)
+		reply_failure(c, status, msg);
+	else
+		send_json(c, 200, NULL, json_pack("{s:s, s:s, s:i}", "volume", c->op_name, "primary", c->op_node,
+		                                  "epoch", (int)epoch));
 	c->op = OP_NONE;
 }
 
-/* Hand c->op to the volume tier; the reply goes out from on_vt_done. */
-static void start_vt_op(struct aconn *c, int replicas, const char *primary, const char *node)
+static void on_verify_done(void *arg, int status, const char *msg, const struct tdo_verify_result *res)
+{
+	struct aconn *c = arg;
+
+	if (!op_returns(c, status, msg))
+		return;
+	if (res) /* even when some replicas could not be checked: the result says which */
+		send_json(c, 200, NULL, render_verify(res));
+	else
+		reply_failure(c, status, msg);
+	c->op = OP_NONE;
+}
+
+/* Hand c->op to the volume tier; the reply goes out from its callback. */
+static void start_vol_op(struct aconn *c, int replicas, const char *primary)
 {
 	struct daemon *d = c->a->d;
 	char err[256] = "";
@@ -324,27 +287,25 @@ static void start_vt_op(struct aconn *c, int replicas, const char *primary, cons
 	http_hold(c);
 	switch (c->op) {
 	case OP_CREATE:
-		rc = tdo_vtier_create(d->vtier, c->op_name, c->op_size, c->op_flags, replicas, primary, on_vt_done, c,
-		                      err, sizeof err);
+		rc = tdo_vtier_create(d->vtier, c->op_name, c->op_size, c->op_flags, replicas, primary, on_vol_op_done,
+		                      c, err, sizeof err);
 		break;
 	case OP_RESIZE:
-		rc = tdo_vtier_resize(d->vtier, c->op_name, c->op_size, on_vt_done, c, err, sizeof err);
+		rc = tdo_vtier_resize(d->vtier, c->op_name, c->op_size, on_vol_op_done, c, err, sizeof err);
 		break;
 	case OP_PROMOTE:
-		rc = tdo_vtier_promote(d->vtier, c->op_name, node, on_vt_done, c, err, sizeof err);
+		rc = tdo_vtier_promote(d->vtier, c->op_name, c->op_node, on_promote_done, c, err, sizeof err);
 		break;
 	case OP_VERIFY:
-		rc = tdo_vtier_verify(d->vtier, c->op_name, on_vt_done, c, err, sizeof err);
+		rc = tdo_vtier_verify(d->vtier, c->op_name, on_verify_done, c, err, sizeof err);
 		break;
 	default:
-		rc = tdo_vtier_delete(d->vtier, c->op_name, on_vt_done, c, err, sizeof err);
-		if (!rc)
-			met_forget(&d->met, c->op_name);
+		rc = tdo_vtier_delete(d->vtier, c->op_name, on_vol_op_done, c, err, sizeof err);
 		break;
 	}
 	if (rc) {
 		http_release(c);
-		vt_reply_error(c, rc, err);
+		reply_failure(c, rc, err);
 		c->op = OP_NONE;
 	}
 }
@@ -416,30 +377,12 @@ static bool name_ok(struct aconn *c, const char *name)
 
 static void h_vol_list(struct aconn *c)
 {
-	struct daemon *d = c->a->d;
-	struct tdo_vol_info one, *vi;
-	json_t *arr;
-	int n;
+	json_t *arr = render_volumes(c->a->d);
 
-	if (d->vtier) {
-		send_json(c, 200, NULL, tdo_vtier_status(d->vtier));
-		return;
-	}
-	arr = json_array();
-	n = tdo_vol_list(d->engine, &one, 0);
-
-	vi = calloc((size_t)n + 1, sizeof *vi);
-	if (!vi || !arr) {
-		free(vi);
-		json_decref(arr);
-		reply_failure(c, -ENOMEM);
-		return;
-	}
-	n = tdo_vol_list(d->engine, vi, n);
-	for (int i = 0; i < n; i++)
-		json_array_append_new(arr, vol_json(d, &vi[i]));
-	free(vi);
-	send_json(c, 200, NULL, arr);
+	if (!arr)
+		reply_failure(c, -ENOMEM, NULL);
+	else
+		send_json(c, 200, NULL, arr);
 }
 
 static void h_vol_create(struct aconn *c)
@@ -476,22 +419,15 @@ static void h_vol_create(struct aconn *c)
 	if (v)
 		replicas = (int)json_integer_value(v);
 	v = json_object_get(j, "primary");
-	if (v && (!json_is_string(v) || tdo_node_id_valid(json_string_value(v)))) {
+	if (v && (!json_is_string(v) || !tdo_node_id_valid(json_string_value(v)))) {
 		send_error(c, 400, "\"primary\" must be a node id");
 		goto out;
 	}
 	if (v)
 		primary = json_string_value(v);
-	if ((replicas || primary) && !c->a->d->vtier) {
-		send_error(c, 400, "\"replicas\" and \"primary\" need a node in a cluster (testudod --node-id)");
-		goto out;
-	}
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
 	c->op = OP_CREATE;
-	if (c->a->d->vtier)
-		start_vt_op(c, replicas, primary, NULL);
-	else
-		start_vol_op(c);
+	start_vol_op(c, replicas, primary);
 out:
 	json_decref(j);
 }
@@ -499,14 +435,6 @@ out:
 static void h_vol_get(struct aconn *c, const char *name)
 {
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
-	if (c->a->d->vtier) {
-		json_t *j = tdo_vtier_volume_json(c->a->d->vtier, name);
-		if (j)
-			send_json(c, 200, NULL, j);
-		else
-			reply_failure(c, TDO_ENOVOL);
-		return;
-	}
 	reply_volume(c, 200, name);
 }
 
@@ -514,7 +442,7 @@ static void h_vol_resize(struct aconn *c, const char *name)
 {
 	static const char *const keys[] = { "size", NULL };
 	struct daemon *d = c->a->d;
-	struct tdo_vol_info vi;
+	struct tdo_vinfo vi;
 	json_t *j = body_object(c, keys);
 	int err;
 
@@ -522,32 +450,18 @@ static void h_vol_resize(struct aconn *c, const char *name)
 	c->op = OP_RESIZE;
 	if (!j || body_size(c, j, &c->op_size))
 		goto out;
-	if (d->vtier) {
-		uint64_t cur;
-		if (tdo_vtier_lookup(d->vtier, name, &cur)) {
-			reply_failure(c, TDO_ENOVOL);
-			goto out;
-		}
-		if (c->op_size < cur && nbd_conn_count(d, name) > 0) {
-			reply_failure(c, -EBUSY);
-			goto out;
-		}
-		json_decref(j);
-		start_vt_op(c, 0, NULL, NULL);
-		return;
-	}
-	err = tdo_vol_lookup(d->engine, name, &vi);
+	err = tdo_vtier_info(d->vtier, name, &vi);
 	if (err) {
-		reply_failure(c, err);
+		reply_failure(c, err, NULL);
 		goto out;
 	}
 	/* an attached client would find its end cut off under it */
 	if (c->op_size < vi.size && nbd_conn_count(d, name) > 0) {
-		reply_failure(c, -EBUSY);
+		reply_failure(c, -EBUSY, NULL);
 		goto out;
 	}
 	json_decref(j);
-	start_vol_op(c);
+	start_vol_op(c, 0, NULL);
 	return;
 out:
 	c->op = OP_NONE;
@@ -567,14 +481,11 @@ static void h_vol_delete(struct aconn *c, const char *name, bool force)
 		nbd_conn_close_volume(d, name, "volume deleted (forced)");
 	}
 	if (nbd_conn_count(d, name) > 0) {
-		reply_failure(c, -EBUSY);
+		reply_failure(c, -EBUSY, NULL);
 		c->op = OP_NONE;
 		return;
 	}
-	if (d->vtier)
-		start_vt_op(c, 0, NULL, NULL);
-	else
-		start_vol_op(c);
+	start_vol_op(c, 0, NULL);
 }
 
 /* POST /v1/volumes/NAME/promote {"node": ID} and POST /v1/volumes/NAME/verify */
@@ -584,25 +495,22 @@ static void h_vol_action(struct aconn *c, const char *name, const char *action)
 	json_t *j = NULL, *v;
 
 	snprintf(c->op_name, sizeof c->op_name, "%s", name);
-	if (!c->a->d->vtier) {
-		send_error(c, 400, "%s needs a node in a cluster (testudod --node-id)", action);
-		return;
-	}
 	if (!strcmp(action, "verify")) {
 		c->op = OP_VERIFY;
-		start_vt_op(c, 0, NULL, NULL);
+		start_vol_op(c, 0, NULL);
 		return;
 	}
 	if (!(j = body_object(c, keys)))
 		return;
 	v = json_object_get(j, "node");
-	if (!json_is_string(v) || tdo_node_id_valid(json_string_value(v))) {
+	if (!json_is_string(v) || !tdo_node_id_valid(json_string_value(v))) {
 		send_error(c, 400, "missing \"node\" (a node id)");
 		json_decref(j);
 		return;
 	}
 	c->op = OP_PROMOTE;
-	start_vt_op(c, 0, NULL, json_string_value(v));
+	snprintf(c->op_node, sizeof c->op_node, "%s", json_string_value(v));
+	start_vol_op(c, 0, NULL);
 	json_decref(j);
 }
 
@@ -619,7 +527,7 @@ static void h_metrics(struct aconn *c)
 	char *text = render_metrics(c->a, &len);
 
 	if (!text)
-		reply_failure(c, -ENOMEM);
+		reply_failure(c, -ENOMEM, NULL);
 	else
 		http_reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
 	free(text);

@@ -99,6 +99,7 @@ struct aconn {
 	char op_name[TDO_NAME_MAX + 1];
 	uint64_t op_size;
 	uint32_t op_flags;
+	char op_node[TDO_NODE_ID_MAX + 1]; /* OP_PROMOTE: the node to promote */
 
 	bool close_after;           /* the reply being written is the last */
 };
@@ -130,6 +131,14 @@ void admin_reply_error(struct aconn *c, int status, const char *msg);
 
 /* ---- admin_render.c: /v1/status and /metrics -------------------------------- */
 
+/* A volume as the admin API shows it, the one schema: name, size,
+ * compress, epoch, version, primary, role, replicas, connections, and
+ * with a copy on this node lsn and used. */
+json_t *render_volume(struct daemon *d, const struct tdo_vinfo *vi);
+/* Every volume, sorted by name; NULL when out of memory. */
+json_t *render_volumes(struct daemon *d);
+/* What verify found. */
+json_t *render_verify(const struct tdo_verify_result *res);
 /* The daemon's state as GET /v1/status shows it; NULL when out of memory. */
 json_t *render_status(struct daemon *d);
 /* Every figure in Prometheus text; *LEN bytes, caller frees; NULL when out of memory. */
@@ -138,9 +147,8 @@ char *render_metrics(struct admin *a, size_t *len);
 /* ---- metrics.c ---------------------------------------------------------- */
 
 /*
- * Drop volume NAME's figures and free its slot for reuse. Call only when
- * no connection holds the pointer met_vol() returned for it (admin.c calls
- * it after deleting a volume that had no connection attached).
+ * Drop volume NAME's figures (its volume is gone). The slot is reused
+ * once the last connection holding it has let go (met_vol_put()).
  */
 void met_forget(struct metrics *m, const char *name);
 

@@ -87,6 +87,128 @@ static double write_amp(const struct tdo_engine_stats *st)
 	return (double)(st->user_bytes + st->clean_bytes) / (double)st->user_bytes;
 }
 
+/* ---- volumes ------------------------------------------------------------- */
+
+static const char *role_name(int role)
+{
+	return role == TDO_VROLE_PRIMARY ? "primary" : role == TDO_VROLE_REPLICA ? "replica" : "none";
+}
+
+static const char *rep_state_name(uint32_t s)
+{
+	switch (s) {
+	case TDO_REP_IN_SYNC: return "in-sync";
+	case TDO_REP_CATCHING_UP: return "catching-up";
+	case TDO_REP_OUT_OF_DATE: return "out-of-date";
+	}
+	return "unknown";
+}
+
+static const char *rs_phase_name(int p)
+{
+	switch (p) {
+	case TDO_RSP_COPYING: return "copying";
+	case TDO_RSP_FINAL: return "final";
+	case TDO_RSP_FINISHING: return "finishing";
+	}
+	return "starting";
+}
+
+json_t *render_volume(struct daemon *d, const struct tdo_vinfo *vi)
+{
+	json_t *reps = json_array(), *j;
+
+	for (uint32_t i = 0; i < vi->nrep; i++) {
+		const struct tdo_vrep_info *r = &vi->rep[i];
+		json_t *o = json_pack("{s:s, s:s, s:b, s:b}", "node", r->node, "state", rep_state_name(r->state),
+		                      "primary", r->primary, "down", r->down);
+		if (o && r->resync)
+			json_object_set_new(o, "resync", json_pack("{s:I, s:I, s:I, s:s}",
+			                    "copied_blocks", (json_int_t)r->copied_blocks,
+			                    "total_blocks", (json_int_t)r->total_blocks,
+			                    "dirty_blocks", (json_int_t)r->dirty_blocks,
+			                    "phase", rs_phase_name(r->resync_phase)));
+		json_array_append_new(reps, o);
+	}
+	j = json_pack("{s:s, s:I, s:s, s:i, s:I, s:s, s:s, s:o, s:i}",
+	              "name", vi->name,
+	              "size", (json_int_t)vi->size,
+	              "compress", vi->flags & TDO_VOL_LZ4 ? "lz4" : "none",
+	              "epoch", (int)vi->epoch,
+	              "version", (json_int_t)vi->version,
+	              "primary", vi->primary,
+	              "role", role_name(vi->role),
+	              "replicas", reps,
+	              "connections", nbd_conn_count(d, vi->name));
+	if (j && vi->local) {
+		json_object_set_new(j, "lsn", json_integer((json_int_t)vi->lsn));
+		json_object_set_new(j, "used", json_integer((json_int_t)vi->used_bytes));
+	}
+	if (j && vi->resync_into)
+		json_object_set_new(j, "resync_into_this_copy", json_true());
+	return j;
+}
+
+/* Every volume's info, sorted by name, in *OUT (caller frees); how many, or -1. */
+static int all_volumes(struct daemon *d, struct tdo_vinfo **out)
+{
+	int n = tdo_vtier_list(d->vtier, NULL, 0), k;
+	struct tdo_vinfo *vi;
+
+	if (n < 0 || !(vi = calloc((size_t)n + 1, sizeof *vi)))
+		return -1;
+	k = tdo_vtier_list(d->vtier, vi, n);
+	if (k < 0) {
+		free(vi);
+		return -1;
+	}
+	*out = vi;
+	return k < n ? k : n;
+}
+
+json_t *render_volumes(struct daemon *d)
+{
+	struct tdo_vinfo *vi;
+	int n = all_volumes(d, &vi);
+	json_t *arr = n < 0 ? NULL : json_array();
+
+	for (int i = 0; arr && i < n; i++)
+		if (json_array_append_new(arr, render_volume(d, &vi[i]))) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	if (n >= 0)
+		free(vi);
+	return arr;
+}
+
+json_t *render_verify(const struct tdo_verify_result *res)
+{
+	json_t *reps = json_array(), *diffs = json_array();
+
+	for (int i = 0; i < res->nrep; i++)
+		json_array_append_new(reps, json_pack("{s:s, s:s}", "node", res->node[i], "result",
+		                                      res->status[i] ? tdo_strerror(res->status[i]) : "checked"));
+	for (int k = 0; k < res->ndiffs; k++) {
+		const struct tdo_verify_diff *df = &res->diffs[k];
+		json_t *who = json_object();
+		for (int i = 0; i < res->nrep; i++)
+			if (!res->status[i]) {
+				char hx[20];
+				snprintf(hx, sizeof hx, "%016" PRIx64, df->sum[i]);
+				json_object_set_new(who, res->node[i], json_string(hx));
+			}
+		json_array_append_new(diffs, json_pack("{s:I, s:I, s:o}", "offset", (json_int_t)df->offset,
+		                                       "length", (json_int_t)df->length, "checksums", who));
+	}
+	return json_pack("{s:s, s:I, s:I, s:o, s:I, s:o, s:b}", "volume", res->name,
+	                 "region_bytes", (json_int_t)res->region_bytes, "regions", (json_int_t)res->regions,
+	                 "replicas", reps, "differing_regions", (json_int_t)res->differing,
+	                 "differences", diffs, "identical", res->identical);
+}
+
+/* ---- status ---------------------------------------------------------------- */
+
 /* This node, its peer listener and what it knows of each peer. */
 static json_t *cluster_json(struct daemon *d)
 {
@@ -109,7 +231,6 @@ static json_t *cluster_json(struct daemon *d)
 json_t *render_status(struct daemon *d)
 {
 	struct tdo_engine_stats st;
-	struct tdo_vol_info one;
 	json_t *eng, *j;
 
 	tdo_engine_stats(d->engine, &st);
@@ -138,13 +259,13 @@ json_t *render_status(struct daemon *d)
 	              "device", d->device ? d->device : "",
 	              "listeners", "nbd", d->nbd_addr, "admin", d->admin_addr,
 	              "uptime_seconds", (json_int_t)((tdo_now_usec() - d->started_usec) / 1000000),
-	              "volumes", tdo_vol_list(d->engine, &one, 0),
+	              "volumes", tdo_vtier_list(d->vtier, NULL, 0),
 	              "connections", nbd_conn_count(d, NULL),
 	              "engine", eng);
 	if (j && d->cluster) {
 		json_t *cl = cluster_json(d);
-		if (cl && d->vtier)
-			json_object_set_new(cl, "volumes", tdo_vtier_status(d->vtier));
+		if (cl)
+			json_object_set_new(cl, "volumes", render_volumes(d));
 		json_object_set_new(j, "cluster", cl);
 	}
 	return j;
@@ -186,16 +307,13 @@ char *render_metrics(struct admin *a, size_t *len)
 	struct daemon *d = a->d;
 	struct metrics *m = &d->met;
 	struct tdo_engine_stats st;
-	struct tdo_vol_info one, *vi;
+	struct tdo_vinfo *vi;
 	struct sbuf b = { 0 };
 	int n;
 
 	tdo_engine_stats(d->engine, &st);
-	n = tdo_vol_list(d->engine, &one, 0);
-	vi = calloc((size_t)n + 1, sizeof *vi);
-	if (!vi)
+	if ((n = all_volumes(d, &vi)) < 0)
 		return NULL;
-	n = tdo_vol_list(d->engine, vi, n);
 	/* every volume is listed, with zeroes until its first request */
 	for (int i = 0; i < n; i++)
 		met_vol(m, vi[i].name);
@@ -205,12 +323,12 @@ char *render_metrics(struct admin *a, size_t *len)
 		prom_vol(&b, "testudo_volume_size_bytes", vi[i].name);
 		sb_printf(&b, "} %" PRIu64 "\n", vi[i].size);
 	}
-	prom_family(&b, "testudo_volume_used_bytes", "gauge", "Live payload bytes of the volume on the device.");
+	prom_family(&b, "testudo_volume_used_bytes", "gauge", "Live payload bytes of this node's copy of the volume.");
 	for (int i = 0; i < n; i++) {
 		prom_vol(&b, "testudo_volume_used_bytes", vi[i].name);
 		sb_printf(&b, "} %" PRIu64 "\n", vi[i].used_bytes);
 	}
-	prom_family(&b, "testudo_volume_lsn", "gauge", "Newest LSN assigned in the volume.");
+	prom_family(&b, "testudo_volume_lsn", "gauge", "Newest LSN of this node's copy (the primary: the last given out).");
 	for (int i = 0; i < n; i++) {
 		prom_vol(&b, "testudo_volume_lsn", vi[i].name);
 		sb_printf(&b, "} %" PRIu64 "\n", vi[i].lsn);
@@ -224,25 +342,25 @@ char *render_metrics(struct admin *a, size_t *len)
 
 	prom_family(&b, "testudo_volume_ops_total", "counter", "NBD requests completed, by volume and operation.");
 	for (uint32_t i = 0; i < m->nvols; i++)
-		for (int op = 0; op < MET_NOPS && m->vols[i].name[0]; op++) {
+		for (int op = 0; op < MET_NOPS && (m->vols[i].name[0] && !m->vols[i].forgotten); op++) {
 			prom_vol(&b, "testudo_volume_ops_total", m->vols[i].name);
 			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].ops[op]);
 		}
 	prom_family(&b, "testudo_volume_errors_total", "counter", "NBD requests that failed, by volume and operation.");
 	for (uint32_t i = 0; i < m->nvols; i++)
-		for (int op = 0; op < MET_NOPS && m->vols[i].name[0]; op++) {
+		for (int op = 0; op < MET_NOPS && (m->vols[i].name[0] && !m->vols[i].forgotten); op++) {
 			prom_vol(&b, "testudo_volume_errors_total", m->vols[i].name);
 			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].errors[op]);
 		}
 	prom_family(&b, "testudo_volume_read_bytes_total", "counter", "Bytes read by NBD clients.");
 	for (uint32_t i = 0; i < m->nvols; i++)
-		if (m->vols[i].name[0]) {
+		if ((m->vols[i].name[0] && !m->vols[i].forgotten)) {
 			prom_vol(&b, "testudo_volume_read_bytes_total", m->vols[i].name);
 			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_read);
 		}
 	prom_family(&b, "testudo_volume_written_bytes_total", "counter", "Bytes written by NBD clients.");
 	for (uint32_t i = 0; i < m->nvols; i++)
-		if (m->vols[i].name[0]) {
+		if ((m->vols[i].name[0] && !m->vols[i].forgotten)) {
 			prom_vol(&b, "testudo_volume_written_bytes_total", m->vols[i].name);
 			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_written);
 		}
@@ -250,7 +368,7 @@ char *render_metrics(struct admin *a, size_t *len)
 	            "NBD request latency, by volume and operation (operations seen so far).");
 	for (uint32_t i = 0; i < m->nvols; i++) {
 		const struct met_vol *v = &m->vols[i];
-		for (int op = 0; op < MET_NOPS && v->name[0]; op++) {
+		for (int op = 0; op < MET_NOPS && v->name[0] && !v->forgotten; op++) {
 			const struct met_hist *h = &v->lat[op];
 			if (h->count == 0)
 				continue;
@@ -271,7 +389,7 @@ char *render_metrics(struct admin *a, size_t *len)
 		}
 	}
 
-	prom_u64(&b, "testudo_volumes", "gauge", "Volumes on the device.", (uint64_t)n);
+	prom_u64(&b, "testudo_volumes", "gauge", "Volumes this node serves.", (uint64_t)n);
 	prom_u64(&b, "testudo_engine_capacity_bytes", "gauge", "Bytes volumes may total.", st.capacity);
 	prom_u64(&b, "testudo_engine_volume_bytes", "gauge", "Bytes volumes do total.", st.vol_bytes);
 	prom_u64(&b, "testudo_engine_live_bytes", "gauge", "Payload bytes the index refers to.", st.live_bytes);

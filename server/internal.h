@@ -15,6 +15,7 @@
 #include "testudo/net.h"
 #include "testudo/nbd.h"
 #include "testudo/util.h"
+#include "testudo/vtier.h"
 
 /* ---- metrics.c ---------------------------------------------------------- */
 
@@ -25,8 +26,17 @@ struct met_hist {
 	uint64_t bucket[MET_BUCKETS];
 };
 enum met_op { MET_READ, MET_WRITE, MET_FLUSH, MET_TRIM, MET_ZERO, MET_CACHE, MET_BLOCK_STATUS, MET_NOPS };
+/*
+ * One volume's figures. Invariants: a slot with name[0] == 0 is free; a
+ * forgotten slot (its volume was deleted) is found by no lookup and is
+ * freed when its last holder lets go (refs == 0); holders are the NBD
+ * connections attached to the volume, each holding one reference from
+ * met_vol_get() to met_vol_put().
+ */
 struct met_vol {
 	char name[TDO_NAME_MAX + 1];
+	uint32_t refs;
+	bool forgotten;
 	uint64_t ops[MET_NOPS];
 	uint64_t errors[MET_NOPS];
 	uint64_t bytes_read, bytes_written;
@@ -38,7 +48,12 @@ struct metrics {
 	uint32_t nvols;
 	uint64_t conns_total, conns_open, handshakes_failed, protocol_errors;
 };
+/* Volume NAME's slot, made when new; NULL when the table is full. */
 struct met_vol *met_vol(struct metrics *m, const char *name);
+/* The same, with a reference the caller holds until met_vol_put(). */
+struct met_vol *met_vol_get(struct metrics *m, const char *name);
+/* Let go of what met_vol_get() gave (NULL: nothing). */
+void met_vol_put(struct metrics *m, struct met_vol *v);
 void met_record(struct met_vol *v, int op, uint64_t usec, uint64_t bytes, int err);
 const char *met_op_name(int op);
 

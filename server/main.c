@@ -143,7 +143,7 @@ static int read_config(const char *path, struct settings *st)
 			strcpy(st->admin, v);
 		else if (!strcmp(k, "verbose") && (!strcmp(v, "0") || !strcmp(v, "1") || !strcmp(v, "2")))
 			st->verbose = atoi(v);
-		else if (!strcmp(k, "node_id") && !tdo_node_id_valid(v))
+		else if (!strcmp(k, "node_id") && tdo_node_id_valid(v))
 			strcpy(st->node_id, v);
 		else if (!strcmp(k, "cluster") && strlen(v) < sizeof st->cluster)
 			strcpy(st->cluster, v);
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 			char *dst = !strcmp(a, "--node-id") ? cli.node_id : !strcmp(a, "--cluster") ? cli.cluster : cli.repl;
 			size_t cap = !strcmp(a, "--node-id") ? sizeof cli.node_id : !strcmp(a, "--cluster") ? sizeof cli.cluster
 			             : sizeof cli.repl;
-			if (strlen(v) >= cap || (dst == cli.node_id && tdo_node_id_valid(v))) {
+			if (strlen(v) >= cap || (dst == cli.node_id && !tdo_node_id_valid(v))) {
 				fprintf(stderr, "testudod: %s '%s': %s\n", a, v, dst == cli.node_id ?
 				        "1..31 of A-Z a-z 0-9 . _ -" : "value too long");
 				return 2;
@@ -403,22 +403,24 @@ int main(int argc, char **argv)
 		        err == -ENOENT ? "no such file or device" : tdo_strerror(err));
 		return bail(&loop, 1);
 	}
-	if (st.node_id[0]) {
-		/* the volume tier first: NBD handshakes look volumes up in it */
-		if ((err = tdo_cluster_start(&loop, &co, &D.cluster, D.repl_addr, sizeof D.repl_addr, why, sizeof why))) {
-			fprintf(stderr, "testudod: %s: %s\n", err == -EINVAL ? "cluster settings" : "cannot listen for peers",
-			        why);
-			return bail(&loop, err == -EINVAL ? 2 : 1);
-		}
-		struct tdo_vtier_opts vo = { .state_path = st.state, .ack_timeout_ms = st.ack_timeout_ms,
-		                             .resync_rate = st.resync_rate, .vol_gone = vol_gone, .arg = &D };
-		if ((err = tdo_vtier_start(&loop, D.engine, D.cluster, &vo, &D.vtier, why, sizeof why))) {
-			fprintf(stderr, "testudod: %s\n", why);
-			return bail(&loop, 1);
-		}
+	/* the volume tier before the listeners: NBD handshakes open volumes
+	 * through it. Without --node-id the node is a cluster of one: no
+	 * peers, no state file, its engine's volumes its own. */
+	if (st.node_id[0] &&
+	    (err = tdo_cluster_start(&loop, &co, &D.cluster, D.repl_addr, sizeof D.repl_addr, why, sizeof why))) {
+		fprintf(stderr, "testudod: %s: %s\n", err == -EINVAL ? "cluster settings" : "cannot listen for peers", why);
+		return bail(&loop, err == -EINVAL ? 2 : 1);
+	}
+	struct tdo_vtier_opts vo = { .state_path = st.node_id[0] ? st.state : NULL,
+	                             .ack_timeout_ms = st.ack_timeout_ms, .resync_rate = st.resync_rate,
+	                             .vol_gone = vol_gone, .arg = &D };
+	if ((err = tdo_vtier_start(&loop, D.engine, D.cluster, &vo, &D.vtier, why, sizeof why))) {
+		fprintf(stderr, "testudod: %s\n", why);
+		return bail(&loop, 1);
+	}
+	if (st.node_id[0])
 		tdo_log(TDO_LOG_INFO, "testudod", "node %s of cluster %s, %d peer%s, peers on %s, state in %s", st.node_id,
 		        co.cluster, st.npeers, st.npeers == 1 ? "" : "s", D.repl_addr, st.state);
-	}
 	if (tdo_parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
 		fprintf(stderr, "testudod: cannot listen for NBD on %s: %s\n", st.nbd,
 		        err ? uv_strerror(err) : "expected HOST:PORT");

@@ -13,8 +13,10 @@
  * allocated once, at its full size (TDO_MAX_VOLS entries, about 1.5 MiB
  * of which only the pages in use are touched), and never reallocated;
  * "grown on demand" means nvols, the high-water mark of slots in use,
- * rises. A deleted volume's slot is freed by met_forget() (admin.c, once
- * no connection is attached) and reused by the next new name.
+ * rises. A deleted volume's slot is forgotten by met_forget() (main.c's
+ * vol_gone) and freed for the next new name once the last connection
+ * that holds it (met_vol_get()) has let go: a connection still closing
+ * records into its own volume's slot, never into another's.
  *
  * Must never: allocate on the request path after the first call, or fail
  * a request because metrics could not be kept (met_record(NULL, ...) is a
@@ -63,7 +65,7 @@ struct met_vol *met_vol(struct metrics *m, const char *name)
 		if (!v->name[0]) {
 			if (!free_slot)
 				free_slot = v;
-		} else if (strcmp(v->name, name) == 0) {
+		} else if (!v->forgotten && strcmp(v->name, name) == 0) {
 			return v;
 		}
 	}
@@ -77,18 +79,42 @@ struct met_vol *met_vol(struct metrics *m, const char *name)
 	return free_slot;
 }
 
+struct met_vol *met_vol_get(struct metrics *m, const char *name)
+{
+	struct met_vol *v = met_vol(m, name);
+
+	if (v)
+		v->refs++;
+	return v;
+}
+
+static void slot_free(struct metrics *m, struct met_vol *v)
+{
+	memset(v, 0, sizeof *v);
+	while (m->nvols > 0 && !m->vols[m->nvols - 1].name[0])
+		m->nvols--;
+}
+
+void met_vol_put(struct metrics *m, struct met_vol *v)
+{
+	if (v && --v->refs == 0 && v->forgotten)
+		slot_free(m, v);
+}
+
 void met_forget(struct metrics *m, const char *name)
 {
 	if (!m->vols || !name)
 		return;
 	for (uint32_t i = 0; i < m->nvols; i++) {
-		if (strcmp(m->vols[i].name, name) == 0) {
-			memset(&m->vols[i], 0, sizeof m->vols[i]);
+		struct met_vol *v = &m->vols[i];
+		if (v->name[0] && !v->forgotten && strcmp(v->name, name) == 0) {
+			if (v->refs)
+				v->forgotten = true; /* freed by the last met_vol_put() */
+			else
+				slot_free(m, v);
 			break;
 		}
 	}
-	while (m->nvols > 0 && !m->vols[m->nvols - 1].name[0])
-		m->nvols--;
 }
 
 void met_record(struct met_vol *v, int op, uint64_t usec, uint64_t bytes, int err)

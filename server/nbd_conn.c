@@ -77,6 +77,9 @@ static void on_closed(uv_handle_t *h)
 	if (c->next)
 		c->next->prev = c->prev;
 	d->met.conns_open--;
+	if (c->vh)
+		tdo_vhandle_close(c->vh);
+	met_vol_put(&d->met, c->met);
 	free(c->in);
 	free(c->payload);
 	free(c);

@@ -70,28 +70,31 @@ void hs_start(struct nbd_conn *c)
 	conn_send(c, &b, 1, g, NULL);
 }
 
-/* Choose the export; 0 or an NBD_REP_ERR_*. */
+/* Forget the export chosen (INFO only looked, or it was refused). */
+static void drop_export(struct nbd_conn *c)
+{
+	if (c->vh)
+		tdo_vhandle_close(c->vh);
+	c->vh = NULL;
+	met_vol_put(&c->d->met, c->met);
+	c->met = NULL;
+	c->name[0] = 0;
+}
+
+/* Choose the export; 0 or an NBD_REP_ERR_*. Any node serves any volume
+ * of its cluster: the volume tier forwards to the primary. */
 static uint32_t pick_export(struct nbd_conn *c, const char *name)
 {
-	struct tdo_vol_info vi;
-
-	if (c->d->vtier) {
-		/* any node serves any volume of its cluster */
-		if (tdo_vtier_lookup(c->d->vtier, name, &c->size))
-			return NBD_REP_ERR_UNKNOWN;
-		snprintf(c->name, sizeof c->name, "%s", name);
-		c->vol = UINT32_MAX;
-	} else {
-		if (tdo_vol_lookup(c->d->engine, name, &vi))
-			return NBD_REP_ERR_UNKNOWN;
-		snprintf(c->name, sizeof c->name, "%s", vi.name);
-		c->vol = vi.id;
-		c->size = vi.size;
+	drop_export(c);
+	if (tdo_vhandle_open(c->d->vtier, name, &c->vh, &c->size)) {
+		c->vh = NULL;
+		return NBD_REP_ERR_UNKNOWN;
 	}
+	snprintf(c->name, sizeof c->name, "%s", name);
 	c->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
 	            NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF |
 	            NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
-	c->met = met_vol(&c->d->met, c->name);
+	c->met = met_vol_get(&c->d->met, c->name);
 	return 0;
 }
 
@@ -177,7 +180,7 @@ static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	if (c->opt == NBD_OPT_GO)
 		enter_transmission(c);
 	else
-		c->name[0] = 0; /* INFO only looked */
+		drop_export(c); /* INFO only looked */
 }
 
 static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
@@ -198,7 +201,7 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		/* this option has no error reply: the protocol says hang up */
 		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: NBD_OPT_EXPORT_NAME for unknown volume '%.64s'",
 		        (unsigned long long)c->id, c->peer, name);
-		c->name[0] = 0;
+		drop_export(c);
 		conn_close(c, "unknown export");
 		return;
 	}
@@ -224,7 +227,7 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 
 static void do_list(struct nbd_conn *c, uint32_t len)
 {
-	struct tdo_vol_info *vi;
+	struct tdo_vinfo *vi;
 	int n;
 
 	if (len)
@@ -232,14 +235,7 @@ static void do_list(struct nbd_conn *c, uint32_t len)
 	vi = calloc(TDO_MAX_VOLS, sizeof *vi);
 	if (!vi)
 		return opt_error(c, NBD_REP_ERR_PLATFORM, "out of memory");
-	if (c->d->vtier) {
-		char (*names)[TDO_NAME_MAX + 1] = calloc(TDO_MAX_VOLS, TDO_NAME_MAX + 1);
-		n = names ? tdo_vtier_names(c->d->vtier, names, TDO_MAX_VOLS) : 0;
-		for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++)
-			snprintf(vi[i].name, sizeof vi[i].name, "%s", names[i]);
-		free(names);
-	} else
-		n = tdo_vol_list(c->d->engine, vi, TDO_MAX_VOLS);
+	n = tdo_vtier_list(c->d->vtier, vi, TDO_MAX_VOLS);
 	for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++) {
 		uint8_t buf[4 + TDO_NAME_MAX + 128];
 		uint32_t nl = (uint32_t)strlen(vi[i].name), be = htobe32(nl);
@@ -258,7 +254,7 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	bool set = c->opt == NBD_OPT_SET_META_CONTEXT;
 	uint32_t namelen, nq, off;
 	char name[NBD_MAX_STRING + 1];
-	struct tdo_vol_info vi;
+	struct tdo_vinfo vi;
 	bool base = false;
 
 	if (set && !c->structured)
@@ -276,9 +272,7 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	off = 8 + namelen;
 	if (nq > len)
 		return opt_error(c, NBD_REP_ERR_INVALID, "query count does not fit the option");
-	uint64_t vsize;
-	if (memchr(name, 0, namelen) ||
-	    (c->d->vtier ? tdo_vtier_lookup(c->d->vtier, name, &vsize) : tdo_vol_lookup(c->d->engine, name, &vi)))
+	if (memchr(name, 0, namelen) || tdo_vtier_info(c->d->vtier, name, &vi))
 		return opt_error(c, NBD_REP_ERR_UNKNOWN, "no such volume");
 	/* check every query's framing before answering any */
 	for (uint32_t i = 0, o = off; i < nq; i++) {

@@ -46,7 +46,7 @@ struct nbd_conn {
 
 	/* the export, once chosen */
 	char name[TDO_NAME_MAX + 1];
-	uint32_t vol;
+	struct tdo_vhandle *vh;     /* the volume tier's handle; owned, closed in on_closed */
 	uint64_t size;
 	uint16_t tflags;
 	struct met_vol *met;

@@ -2,15 +2,18 @@
 /*
  * DESIGN: the transmission phase. Each 28-byte request goes through one
  * validator (magic, command, flags, length, range, alignment, read-only)
- * before the engine sees it; a rejected write still has its payload read
- * and dropped, so the stream stays in step. Accepted requests go to the
- * engine with a callback and are answered in completion order, matched by
- * cookie: simple replies unless the client negotiated structured ones.
+ * before the volume tier sees it; a rejected write still has its payload
+ * read and dropped, so the stream stays in step. Accepted requests go
+ * through the connection's volume handle (testudo/vtier.h) with a
+ * callback, and are answered in completion order, matched by cookie:
+ * simple replies unless the client negotiated structured ones. The volume
+ * tier decides where a request goes (this node as primary, replicated, or
+ * forwarded to the primary); this file never sees the engine.
  *
- * Every engine write is durable when it completes, so FUA needs nothing
- * extra, and FLUSH waits for every write submitted before it on any
- * connection (the engine's flush is device-wide), which is what
- * CAN_MULTI_CONN promises.
+ * Every write is durable on every in-sync copy when it completes, so FUA
+ * needs nothing extra, and FLUSH waits for every write submitted before
+ * it on any connection (the primary's flush is device-wide), which is
+ * what CAN_MULTI_CONN promises.
  *
  * Must never: answer a request twice, send structured replies to a client
  * that did not ask, or let a bad length reach malloc.
@@ -250,11 +253,13 @@ static void do_block_status(struct txreq *r)
 		finish(r, NBD_ENOMEM, -ENOMEM);
 		return;
 	}
-	int64_t vol = c->d->vtier ? tdo_vtier_primary_id(c->d->vtier, c->name) : (int64_t)c->vol;
-	if (vol >= 0)
-		tdo_engine_map(c->d->engine, (uint32_t)vol, r->offset, len, bs_extent, &x);
-	else
-		bs_extent(&x, r->offset, len, 0); /* not the primary: all allocated, which is always safe */
+	int err = tdo_vhandle_map(c->vh, r->offset, len, bs_extent, &x);
+	if (err < 0) { /* > 0: bs_extent stopped the walk */
+		free(x.out);
+		reply_plain(r, nbd_errno(err));
+		finish(r, nbd_errno(err), err);
+		return;
+	}
 	h = (struct nbd_structured_reply *)(void *)x.out;
 	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
 	h->flags = htobe16(NBD_REPLY_FLAG_DONE);
@@ -330,46 +335,10 @@ static uint32_t validate(struct nbd_conn *c, const struct txreq *r, bool *close)
 static void submit(struct txreq *r)
 {
 	struct nbd_conn *c = r->c;
-	struct tdo_engine *e = c->d->engine;
-	int err = 0;
-
-	if (c->d->vtier && r->type != NBD_CMD_CACHE && r->type != NBD_CMD_BLOCK_STATUS) {
-		/* a cluster's volume: through the volume tier (replicated, or forwarded to the primary) */
-		int op = r->type == NBD_CMD_READ ? TDO_RMOP_READ : r->type == NBD_CMD_WRITE ? TDO_RMOP_WRITE :
-		         r->type == NBD_CMD_FLUSH ? TDO_RMOP_FLUSH : r->type == NBD_CMD_TRIM ? TDO_RMOP_TRIM
-		         : TDO_RMOP_ZERO;
-		unsigned flags = r->type == NBD_CMD_WRITE_ZEROES && (r->flags & NBD_CMD_FLAG_NO_HOLE) ? TDO_ZERO_NO_HOLE : 0;
-		if (r->type == NBD_CMD_READ && posix_memalign((void **)&r->buf, 4096, r->length))
-			err = -ENOMEM;
-		else
-			err = tdo_vtier_io(c->d->vtier, c->name, op, flags, r->offset, r->length, r->buf, rw_done, r);
-		if (err)
-			rw_done(r, err);
-		return;
-	}
+	int op, err = 0;
+	unsigned flags = 0;
 
 	switch (r->type) {
-	case NBD_CMD_READ:
-		if (posix_memalign((void **)&r->buf, 4096, r->length)) {
-			err = -ENOMEM;
-			break;
-		}
-		err = tdo_engine_read(e, c->vol, r->offset, r->length, r->buf, rw_done, r);
-		break;
-	case NBD_CMD_WRITE:
-		err = tdo_engine_write(e, c->vol, r->offset, r->length, r->buf, rw_done, r);
-		break;
-	case NBD_CMD_FLUSH:
-		err = tdo_engine_flush(e, rw_done, r);
-		break;
-	case NBD_CMD_TRIM:
-		err = tdo_engine_trim(e, c->vol, r->offset, r->length, rw_done, r);
-		break;
-	case NBD_CMD_WRITE_ZEROES:
-		/* zeroing is an index update: always fast, so FAST_ZERO is met */
-		err = tdo_engine_write_zeroes(e, c->vol, r->offset, r->length,
-		                              r->flags & NBD_CMD_FLAG_NO_HOLE ? TDO_ZERO_NO_HOLE : 0, rw_done, r);
-		break;
 	case NBD_CMD_CACHE:
 		/* reads come from the device, with no cache of ours to warm */
 		reply_plain(r, 0);
@@ -378,7 +347,29 @@ static void submit(struct txreq *r)
 	case NBD_CMD_BLOCK_STATUS:
 		do_block_status(r);
 		return;
+	case NBD_CMD_READ:
+		op = TDO_RMOP_READ;
+		if (posix_memalign((void **)&r->buf, 4096, r->length))
+			err = -ENOMEM;
+		break;
+	case NBD_CMD_WRITE:
+		op = TDO_RMOP_WRITE;
+		break;
+	case NBD_CMD_FLUSH:
+		op = TDO_RMOP_FLUSH;
+		break;
+	case NBD_CMD_TRIM:
+		op = TDO_RMOP_TRIM;
+		break;
+	default:
+		/* WRITE_ZEROES: an index update, always fast, so FAST_ZERO is met */
+		op = TDO_RMOP_ZERO;
+		flags = r->flags & NBD_CMD_FLAG_NO_HOLE ? TDO_ZERO_NO_HOLE : 0;
+		break;
 	}
+	/* replicated, or forwarded to the primary: the volume tier decides */
+	if (!err)
+		err = tdo_vhandle_io(c->vh, op, flags, r->offset, r->length, r->buf, rw_done, r);
 	if (err)
 		rw_done(r, err);
 }

@@ -184,19 +184,19 @@ void eng_poison(struct tdo_engine *e, int err, const char *what)
 	}
 }
 
-int tdo_vol_name_valid(const char *name)
+bool tdo_vol_name_valid(const char *name)
 {
 	size_t n = strlen(name);
 
 	if (n == 0 || n > TDO_NAME_MAX || name[0] == '.' || name[0] == '-')
-		return 0;
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '.' || c == '_' || c == '-'))
-			return 0;
+			return false;
 	}
-	return 1;
+	return true;
 }
 
 static void eng_free(struct tdo_engine *e)

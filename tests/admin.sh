@@ -253,7 +253,7 @@ http POST /v1/volumes '{"name":"alpha","size":16777216,"compress":"lz4"}'
 eq "POST /v1/volumes creates" 201 "$CODE"
 eq "created volume's fields" "alpha 16777216 lz4 0" "$(json '" ".join(str(x) for x in (j["name"], j["size"], j["compress"], j["connections"]))')"
 has "Location header" "location: /v1/volumes/alpha" "$HDRS"
-for k in name id size compress used lsn epoch connections; do
+for k in name size compress used lsn epoch version primary role replicas connections; do
 	has "volume JSON has $k" "\"$k\":" "$BODY"
 done
 http POST /v1/volumes '{"name":"beta","size":8388608}'

@@ -34,16 +34,20 @@ static const char *jstr(json_t *o, const char *key)
 	return json_is_string(v) ? json_string_value(v) : "?";
 }
 
-/* The two shapes of a volume in GET and POST /v1/volumes replies. */
-enum vol_schema {
-	VOL_SCHEMA_ENGINE,          /* a lone daemon's: used, lsn, connections */
-	VOL_SCHEMA_CLUSTER,         /* a cluster node's: primary, replicas */
-};
-
-/* two schemas: see issue 15 item 1 */
-static enum vol_schema vol_schema(json_t *vol)
+/* " node=state ..." of a volume's replicas (one schema: a lone daemon is
+ * a cluster of one, its copy the only replica). */
+static void print_replicas(json_t *vol, bool states)
 {
-	return json_object_get(vol, "replicas") ? VOL_SCHEMA_CLUSTER : VOL_SCHEMA_ENGINE;
+	size_t m;
+	json_t *rp;
+
+	json_array_foreach(json_object_get(vol, "replicas"), m, rp) {
+		if (!states)
+			printf("%s %s", m ? "," : "", jstr(rp, "node"));
+		else
+			printf(" %s=%s", jstr(rp, "node"),
+			       json_is_true(json_object_get(rp, "down")) ? "down" : jstr(rp, "state"));
+	}
 }
 
 static int online_name(const char *name)
@@ -107,30 +111,21 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 			return cli_die("usage: testudo volume list [--json]");
 		if (admin_do(a, "GET", "/v1/volumes", NULL, json, &r, &j))
 			return 1;
-		if (!json && json_array_size(j) && vol_schema(json_array_get(j, 0)) == VOL_SCHEMA_CLUSTER) {
-			char s1[32];
-			size_t k, m;
-			json_t *v, *rp;
-			printf("%-24s %14s %6s %-12s %s\n", "NAME", "SIZE", "EPOCH", "PRIMARY", "REPLICAS");
-			json_array_foreach(j, k, v) {
-				printf("%-24s %14s %6" PRIu64 " %-12s", jstr(v, "name"),
-				       tdo_format_size(ju64(v, "size"), s1, sizeof s1), ju64(v, "epoch"), jstr(v, "primary"));
-				json_array_foreach(json_object_get(v, "replicas"), m, rp)
-					printf(" %s=%s", jstr(rp, "node"), json_is_true(json_object_get(rp, "down")) ? "down" :
-					       jstr(rp, "state"));
-				printf("\n");
-			}
-		} else if (!json) {
+		if (!json) {
 			char s1[32], s2[32];
 			size_t k;
 			json_t *v;
-			printf("%-24s %14s %10s %6s %12s %6s\n", "NAME", "SIZE", "USED", "LZ4", "LSN", "CONNS");
-			json_array_foreach(j, k, v)
-				printf("%-24s %14s %10s %6s %12" PRIu64 " %6" PRIu64 "\n", jstr(v, "name"),
+			printf("%-24s %14s %10s %4s %12s %6s %6s %-12s %s\n", "NAME", "SIZE", "USED", "LZ4", "LSN", "CONNS",
+			       "EPOCH", "PRIMARY", "REPLICAS");
+			json_array_foreach(j, k, v) {
+				printf("%-24s %14s %10s %4s %12" PRIu64 " %6" PRIu64 " %6" PRIu64 " %-12s", jstr(v, "name"),
 				       tdo_format_size(ju64(v, "size"), s1, sizeof s1),
-				       tdo_format_size(ju64(v, "used"), s2, sizeof s2),
+				       json_object_get(v, "used") ? tdo_format_size(ju64(v, "used"), s2, sizeof s2) : "-",
 				       strcmp(jstr(v, "compress"), "lz4") ? "no" : "yes", ju64(v, "lsn"),
-				       ju64(v, "connections"));
+				       ju64(v, "connections"), ju64(v, "epoch"), jstr(v, "primary"));
+				print_replicas(v, true);
+				printf("\n");
+			}
 		}
 		json_decref(j);
 		free(r.raw);
@@ -156,17 +151,12 @@ int online_volume(const struct admin_addr *a, int argc, char **argv)
 		free(body);
 		if (rc)
 			return 1;
-		if (!json && vol_schema(j) == VOL_SCHEMA_CLUSTER) {
-			size_t m;
-			json_t *rp;
+		if (!json) {
 			printf("created volume %s (%" PRIu64 " bytes%s), primary %s, replicas", jstr(j, "name"),
 			       ju64(j, "size"), strcmp(jstr(j, "compress"), "lz4") ? "" : ", lz4", jstr(j, "primary"));
-			json_array_foreach(json_object_get(j, "replicas"), m, rp)
-				printf("%s %s", m ? "," : "", jstr(rp, "node"));
+			print_replicas(j, false);
 			printf("\n");
-		} else if (!json)
-			printf("created volume %s (%" PRIu64 " bytes%s)\n", jstr(j, "name"), ju64(j, "size"),
-			       strcmp(jstr(j, "compress"), "lz4") ? "" : ", lz4");
+		}
 	} else if (!strcmp(sub, "resize")) {
 		json_t *req;
 		if (npos != 2)

@@ -35,8 +35,9 @@ struct tdo_cluster_opts {
 	unsigned dead_ms;            /* silence after which a peer is down (default 1000) */
 };
 
-/* A node id: 1..TDO_NODE_ID_MAX of [A-Za-z0-9._-]. Returns 0 or -EINVAL. */
-int tdo_node_id_valid(const char *id);
+/* A node id: 1..TDO_NODE_ID_MAX of [A-Za-z0-9._-]. True when ID is one
+ * (the same convention as tdo_vol_name_valid). */
+bool tdo_node_id_valid(const char *id);
 /* "ID=HOST:PORT" into P. Returns 0 or -EINVAL. */
 int tdo_peer_parse(const char *s, struct tdo_peer_conf *p);
 
@@ -70,6 +71,9 @@ int tdo_cluster_peers(struct tdo_cluster *c, struct tdo_peer_info *out, int max)
 const char *tdo_cluster_name(struct tdo_cluster *c);
 
 /*
+ * The calls below take C == NULL as a node outside any cluster: no peers
+ * (npeers 0, no peer is up, sends fail with -EINVAL), name "".
+ *
  * The volume tier sits on top: it is told when a peer's connection comes
  * up or goes down, and gets every checked message of a volume-tier type
  * (TDO_RM_FIRST_VOLUME..TDO_RM_END-1) with the peer's index. Messages

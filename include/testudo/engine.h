@@ -13,6 +13,7 @@
 #ifndef TESTUDO_ENGINE_H
 #define TESTUDO_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <uv.h>
@@ -120,8 +121,9 @@ struct tdo_vol_info {
 	char name[TDO_NAME_MAX + 1];
 };
 
-/* Names: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
-int tdo_vol_name_valid(const char *name);
+/* Names: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. True
+ * when NAME is one (the same convention as tdo_node_id_valid). */
+bool tdo_vol_name_valid(const char *name);
 
 /* Persisted (durable) when CB runs with 0. Sizes: multiple of 512, > 0. */
 int tdo_vol_create(struct tdo_engine *e, const char *name, uint64_t size,

@@ -60,6 +60,14 @@ static void setup(void)
 		exit(2);
 	while (!done)
 		uv_run(&loop, UV_RUN_ONCE);
+	/* the access tier reaches volumes only through the volume tier: a
+	 * node outside any cluster, as testudod without --node-id */
+	struct tdo_vtier_opts vo = { 0 };
+	char why[256];
+	if (tdo_vtier_start(&loop, D.engine, NULL, &vo, &D.vtier, why, sizeof why)) {
+		fprintf(stderr, "nbd_fuzz: volume tier: %s\n", why);
+		exit(2);
+	}
 }
 
 struct feed {
@@ -175,10 +183,12 @@ int main(int argc, char **argv)
 	}
 	{
 		int done = 0;
+		tdo_vtier_stop(D.vtier);
 		tdo_engine_close(D.engine, done_cb, &done);
 		while (!done)
 			uv_run(&loop, UV_RUN_ONCE);
 		uv_run(&loop, UV_RUN_DEFAULT);
+		tdo_vtier_free(D.vtier);
 		uv_loop_close(&loop);
 		unlink(dev_path);
 	}
