@@ -49,7 +49,7 @@ LIBSTORAGE_FAULT := $(BUILD)/libtestudo-storage-fault.a
 NBD_LIB_OBJ := $(filter-out $(BUILD)/server/main.o $(BUILD)/server/admin%.o $(BUILD)/server/http%.o,$(SERVER_OBJ))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy bench-replication demo fuzz e2e-kernel
+.PHONY: all unit suite check check-cluster check-one deps install clean crash-test bench-engine bench-nbd bench-accuracy bench-replication demo fuzz e2e-kernel
 all: $(BUILD)/testudo $(BUILD)/testudod $(BUILD)/testudo-bench $(TESTPROG_BIN) $(BENCHPROG_BIN) $(BUILD)/tests/nbd_fuzz
 
 $(BUILD)/%.o: %.c
@@ -123,6 +123,19 @@ $(BUILD)/bench/%: bench/prog/%.c $(LIBSTORAGE)
 # Every test once against $(BUILD).
 check-one: all $(UNIT_BIN)
 	BUILD=$(BUILD) SANITIZER=$(SANITIZER) tests/run-all.sh
+
+# The cmocka unit tests alone, in seconds: `make unit`, or one of them
+# with `make unit T=test_index`.
+unit: $(if $(T),$(BUILD)/tests/unit/$(T),$(UNIT_BIN))
+	@set -e; d=$$(mktemp -d "$${TMPDIR:-/tmp}/testudo-unit.XXXXXX"); \
+	for t in $^; do TMPDIR=$$d $$t || { rm -rf $$d; exit 1; }; done; rm -rf $$d
+
+# One integration suite against $(BUILD) in a fresh scratch directory:
+# `make suite S=nbd` runs tests/nbd.sh (admin, cli, cluster, nbd, bench,
+# replication, enospc).
+suite: all
+	@test -n "$(S)" -a -f tests/$(S).sh || { echo "make suite S=NAME: one of $$(cd tests && ls *.sh | grep -v -e lib.sh -e run-all.sh | sed 's/\.sh$$//' | tr '\n' ' ')" >&2; exit 2; }
+	d=$$(mktemp -d "$${TMPDIR:-/tmp}/testudo-$(S).XXXXXX") && BUILD=$(BUILD) tests/$(S).sh $$d/run
 
 # The whole suite, plain and then under the sanitizers.
 # The builds use every core (the tests inside run-all.sh run one at a time).
