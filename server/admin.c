@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * DESIGN: the admin API: its routes, its handlers and the one map from an
- * engine or volume tier error to an HTTP status. http.c frames the
- * requests; admin_render.c renders /v1/status and /metrics.
+ * DESIGN: the admin API: its routes, its handlers and the one map from a
+ * volume tier, engine or errno code to an HTTP status. http.c frames the
+ * requests; admin_render.c renders volumes, /v1/status and /metrics.
  *
  * What: the admin API on the daemon's loop; the CLI's online commands are
  * its main client. Bodies are JSON; errors are {"error": "one line"}.
+ * Every volume operation goes to the volume tier, whether the node is
+ * alone (a cluster of one) or one of many.
  *
  *   GET    /v1/volumes        200 [volume, ...] sorted by name
- *   POST   /v1/volumes        {"name", "size" (bytes), "compress": "lz4"|"none"}
+ *   POST   /v1/volumes        {"name", "size" (bytes), "compress": "lz4"|"none",
+ *                             "replicas": N, "primary": ID}
  *                             201 volume (Location); 409 name taken; 507 too
- *                             large for the device; 400 bad name/size/JSON
+ *                             large for the device; 400 bad name/size/JSON;
+ *                             503 not enough nodes reachable
  *   GET    /v1/volumes/NAME   200 volume; 404
  *   PUT    /v1/volumes/NAME   {"size"} 200 volume; 404; 507; 400; 409 when
  *                             shrinking a volume an NBD client is attached to
@@ -18,18 +22,21 @@
  *                             ?force=1 hangs up the volume's NBD clients
  *                             first (409 "try again" while their requests
  *                             are still in flight)
+ *   POST   /v1/volumes/NAME/promote {"node": ID}  200 {"volume", "primary", "epoch"}
+ *   POST   /v1/volumes/NAME/verify  200 what the replicas' checksums say
  *   GET    /v1/status         device, listeners, uptime, volumes, connections,
- *                             engine figures
+ *                             engine figures, and the cluster's peers
  *   GET    /metrics           Prometheus text format 0.0.4
  *
- * A volume is {"name", "id", "size", "compress", "used", "lsn", "epoch",
- * "connections"}. HEAD works wherever GET does; other methods get 405 with
- * Allow.
+ * A volume is one schema (admin_render.c render_volume()): {"name",
+ * "size", "compress", "epoch", "version", "primary", "role", "replicas",
+ * "connections"} and, where this node holds a copy, "lsn" and "used".
+ * HEAD works wherever GET does; other methods get 405 with Allow.
  *
  * Why this way: JSON bodies are parsed by jansson, and only the keys a
  * route knows are accepted. Volume operations are asynchronous; the
  * handler holds the connection (http_hold()) and the reply goes out from
- * the engine's callback.
+ * the volume tier's callback.
  *
  * Must never: trust a name from the network before checking it, block
  * the loop, or touch a connection after releasing it (http_release()).

@@ -62,7 +62,7 @@ struct admin {
 enum aconn_state {
 	AS_HEAD,                    /* reading the request line and headers */
 	AS_BODY,                    /* reading req.body_len bytes of body */
-	AS_ENGINE,                  /* a volume operation is with the engine */
+	AS_VOLUME_OP,               /* a volume operation is with the volume tier */
 	AS_WRITING,                 /* the reply is being written */
 	AS_LINGER,                  /* final reply sent, write side shut: draining input */
 	AS_CLOSING,                 /* uv_close called; freed by the last callback */
@@ -81,7 +81,7 @@ struct aconn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;           /* request, idle, write and linger deadline */
 	uv_shutdown_t shut;
-	int refs;                   /* open handles + engine operations pending */
+	int refs;                   /* open handles + volume operations pending */
 	int state;                  /* enum aconn_state */
 	bool reading;
 	char peer[64];
@@ -94,7 +94,7 @@ struct aconn {
 	bool continue_sent;         /* the interim 100 Continue is queued */
 	bool head_only;             /* HEAD: headers without the body (admin.c sets it) */
 
-	/* the volume operation with the engine (AS_ENGINE) */
+	/* the volume operation with the volume tier (AS_VOLUME_OP) */
 	int op;                     /* enum vol_op (admin.c) */
 	char op_name[TDO_NAME_MAX + 1];
 	uint64_t op_size;
@@ -115,7 +115,7 @@ const char *http_reason(int status);
  */
 void http_reply(struct aconn *c, int status, const char *ctype, const char *extra,
                 const char *body, size_t blen);
-/* The request goes to the engine: stop reading and keep C until http_release(). */
+/* The request goes to the volume tier: stop reading and keep C until http_release(). */
 void http_hold(struct aconn *c);
 /* Drop what http_hold() took; if C was closed meanwhile it may be freed:
  * do not touch it after, unless its state was not AS_CLOSING. */
@@ -124,7 +124,7 @@ void http_release(struct aconn *c);
 /* ---- admin.c: routes and handlers ------------------------------------------ */
 
 /* Answer the complete request in C (body at c->in + c->req.head_len), at
- * once or from an engine callback; either way through http_reply(). */
+ * once or from a volume tier callback; either way through http_reply(). */
 void admin_dispatch(struct aconn *c);
 /* Reply STATUS with {"error": MSG}: the one error body, http.c's too. */
 void admin_reply_error(struct aconn *c, int status, const char *msg);

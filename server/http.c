@@ -6,7 +6,7 @@
  * What: each connection reads into one buffer, has http_parse() read the
  * request line and headers, waits for the body (Content-Length only),
  * hands the complete request to admin_dispatch() and writes the reply the
- * handler gives http_reply(), at once or from an engine callback. Malformed
+ * handler gives http_reply(), at once or from a volume tier callback. Malformed
  * requests get 400 (431 for a request line and headers over 16 KiB, 413
  * for a body over 64 KiB, 501 for Transfer-Encoding, 505 for other HTTP
  * versions, 408 for one that does not arrive in time) and the connection
@@ -19,14 +19,14 @@
  * bounded (HTTP_MAX_BODY) before anything is buffered, and so is the
  * number of connections and the time a request may take to arrive. Each
  * connection is an ordered state machine (enum aconn_state, written only
- * here): reading stops while a request is with the engine or its reply is
+ * here): reading stops while a request is with the volume tier or its reply is
  * being written, so pipelined requests are answered in order and a client
  * that does not read cannot make us buffer without bound.
  *
  * Must never: trust a length from the network before checking it, block
  * the loop, or free a connection anywhere but in the last of its close
  * callbacks (a connection is freed when both its handles are closed and no
- * engine operation still holds it: aconn.refs, http_hold()).
+ * volume operation still holds it: aconn.refs, http_hold()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -128,7 +128,7 @@ static void read_off(struct aconn *c);
 void http_hold(struct aconn *c)
 {
 	c->refs++;
-	c->state = AS_ENGINE;
+	c->state = AS_VOLUME_OP;
 	read_off(c);
 }
 
@@ -481,9 +481,9 @@ void http_shutdown(struct daemon *d)
 		return;
 	a->shutting = true;
 	uv_close((uv_handle_t *)&d->admin_listener, on_listener_closed);
-	/* a volume operation with the engine still gets its reply, then the
+	/* a volume operation with the volume tier still gets its reply, then the
 	 * connection closes; everything else closes now */
 	for (struct aconn *c = a->conns; c; c = c->next)
-		if (c->state != AS_ENGINE)
+		if (c->state != AS_VOLUME_OP)
 			conn_close(c);
 }

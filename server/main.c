@@ -1,17 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * DESIGN: testudod, the node daemon: one libuv loop, one engine, an NBD
- * listener and an admin listener. Settings come from an INI file and from
- * flags (flags win). As soon as a listener accepts it prints
- * "listening nbd HOST:PORT" / "listening admin HOST:PORT" on standard
- * output, so scripts can use port 0.
+ * DESIGN: testudod, the node daemon: one libuv loop, one engine, the
+ * volume tier on top of it, an NBD listener and an admin listener, and
+ * with --node-id the peer listener and connections of its cluster.
+ * Without --node-id the node is a cluster of one (no peers, no state
+ * file); the access tier works the same either way, through the volume
+ * tier. Settings come from an INI file and from flags (flags win). As
+ * soon as a listener accepts it prints "listening nbd HOST:PORT" /
+ * "listening admin HOST:PORT" (and "listening repl HOST:PORT") on
+ * standard output, so scripts can use port 0. The SIGBUS handler that
+ * lets the engine read through a mapping is installed here, by the
+ * program, not by the library.
  *
  * SIGTERM/SIGINT stop it gracefully: listeners close, no new requests are
- * read, in-flight requests complete and are answered, then the engine
- * writes its final checkpoint and the process exits 0.
+ * read, in-flight requests complete and are answered, the volume tier
+ * stops waiting on peers, then the engine writes its final checkpoint
+ * and the process exits 0.
  *
- * Must never: exit with an acknowledged write not durable (the engine's
- * completion means durable), or crash on a bad device, config or flag.
+ * Must never: exit with an acknowledged write not durable (the volume
+ * tier's completion means durable on every in-sync copy), or crash on a
+ * bad device, config or flag.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -4,8 +4,11 @@
  * handshake or transmission parser, queue replies, close. Reads go into a
  * per-connection buffer that grows to hold one message; the parsers take
  * what is complete. The rest of a write's payload is read straight into
- * its own buffer, which goes to the engine without another copy. Reading stops while too many requests or reply bytes
- * are in flight (back-pressure) and resumes as they drain.
+ * its own buffer, which goes to the volume tier without another copy.
+ * Reading stops while too many requests or reply bytes are in flight
+ * (back-pressure) and resumes as they drain. A connection owns the volume
+ * handle its handshake opened and its volume's metrics slot, and lets go
+ * of both in its close callback.
  *
  * Must never: free a connection outside its close callback, or let one
  * connection's bad input touch another.

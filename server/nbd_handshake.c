@@ -6,6 +6,9 @@
  * and answered; EXPORT_NAME and GO end the handshake. What the kernel's
  * nbd-client sends is one GO with no information requests (or, with -g,
  * EXPORT_NAME); both must work. Unknown options get NBD_REP_ERR_UNSUP.
+ * Choosing an export opens a handle on the volume through the volume
+ * tier (any node serves any volume of its cluster); INFO only looks, and
+ * lets the handle go.
  *
  * Must never: send a structured reply before STRUCTURED_REPLY, trust a
  * length inside option data without checking it against the option's

@@ -8,14 +8,15 @@
  * worker; walks its batches and, for every record the index still points
  * at, queues a copy (TDO_RECF_RELOC: same LSN, epoch and checksum) ahead of
  * client writes. The copy moves the index entry only if the entry still
- * names the old place when the copy is durable. An empty segment is freed
- * by the next checkpoint (checkpoint.c), never before.
+ * names the old place when the copy is durable. An empty segment becomes
+ * free only through segment.c: at once (seg_try_free) when nothing durable
+ * can still need it, else by the next checkpoint (checkpoint.c).
  *
  * Copies keep the original payload checksum, so a record that was damaged
  * stays an error after the move instead of becoming valid.
  *
- * Must never: free a segment itself, or copy a version the index no longer
- * names.
+ * Must never: change a segment's state itself (segment.c does), or copy a
+ * version the index no longer names.
  */
 #include <errno.h>
 #include <stdlib.h>

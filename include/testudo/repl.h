@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The peer protocol between testudod nodes (the volume tier), as far as
- * it exists: framing, the handshake and liveness. Every field is
- * little-endian on the wire (our own protocol, like our disk format).
+ * The peer protocol between testudod nodes: framing, the handshake and
+ * liveness (replication/peer.c), the volume tier's messages (the rest of
+ * replication/), and the node's state file. Every field is little-endian
+ * on the wire (our own protocol, like our disk format).
  *
  * Invariants:
  *  - Every message is a struct tdo_rmsg followed by rm_length bytes of
