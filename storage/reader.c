@@ -325,16 +325,12 @@ static int dispatch(struct tdo_engine *e, struct vol *v, struct rjob *j)
 int rd_blocks(struct tdo_engine *e, struct vol *v, uint64_t b0, uint32_t n,
               uint8_t *dst, tdo_done_cb cb, void *arg)
 {
-	struct rjob *j = calloc(1, sizeof *j);
+	struct rjob *j = malloc(sizeof *j);
 	int err;
 
 	if (!j)
 		return -ENOMEM;
-	j->b0 = b0;
-	j->n = n;
-	j->dst = dst;
-	j->cb = cb;
-	j->arg = arg;
+	*j = (struct rjob){ .b0 = b0, .n = n, .dst = dst, .cb = cb, .arg = arg };
 	err = dispatch(e, v, j);
 	if (err)
 		free(j);

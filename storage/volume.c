@@ -131,17 +131,40 @@ static int volop_submit(struct tdo_engine *e, int type, const struct tdo_vol_des
 	return 0;
 }
 
+/* 0 when E takes volume changes: open and not poisoned. */
+static int vol_change_ok(struct tdo_engine *e)
+{
+	if (e->closing)
+		return -ESHUTDOWN;
+	return e->poison;
+}
+
+/* Volume NAME for a change: 0 with *OUT, or why not (IDLE: nothing of it
+ * may be in flight, -EBUSY otherwise). */
+static int vol_for_change(struct tdo_engine *e, const char *name, bool idle, struct vol **out)
+{
+	struct vol *v;
+	int err = vol_change_ok(e);
+
+	if (err)
+		return err;
+	if (!name || !(v = eng_vol_by_name(e, name)))
+		return TDO_ENOVOL;
+	if (idle && (!list_empty(&v->active) || !list_empty(&v->waiting)))
+		return -EBUSY;
+	*out = v;
+	return 0;
+}
+
 int tdo_vol_create(struct tdo_engine *e, const char *name, uint64_t size,
                    uint32_t flags, tdo_done_cb cb, void *arg)
 {
 	struct tdo_vol_desc d;
 	struct vol *v;
-	int err;
+	int err = vol_change_ok(e);
 
-	if (e->closing)
-		return -ESHUTDOWN;
-	if (e->poison)
-		return e->poison;
+	if (err)
+		return err;
 	if (!name || !tdo_vol_name_valid(name) || (flags & ~(uint32_t)TDO_VOL_LZ4))
 		return -EINVAL;
 	if (eng_vol_by_name(e, name))
@@ -179,14 +202,10 @@ int tdo_vol_resize(struct tdo_engine *e, const char *name, uint64_t size,
                    tdo_done_cb cb, void *arg)
 {
 	struct vol *v;
-	int err;
+	int err = vol_for_change(e, name, false, &v);
 
-	if (e->closing)
-		return -ESHUTDOWN;
-	if (e->poison)
-		return e->poison;
-	if (!name || !(v = eng_vol_by_name(e, name)))
-		return TDO_ENOVOL;
+	if (err)
+		return err;
 	err = check_size(e, size, vol_total_bytes(e) - round_up(v->d.vd_size, TDO_BLOCK_SIZE));
 	if (err)
 		return err;
@@ -202,13 +221,10 @@ int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32
                     tdo_done_cb cb, void *arg)
 {
 	struct vol *v;
+	int err = vol_for_change(e, name, false, &v);
 
-	if (e->closing)
-		return -ESHUTDOWN;
-	if (e->poison)
-		return e->poison;
-	if (!name || !(v = eng_vol_by_name(e, name)))
-		return TDO_ENOVOL;
+	if (err)
+		return err;
 	if (lsn > IE_LSN_MASK || epoch == 0)
 		return -EINVAL;
 	if (!list_empty(&v->active) || !list_empty(&v->waiting))
@@ -217,7 +233,7 @@ int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32
 	uint32_t old_epoch = v->d.vd_epoch;
 	v->d.vd_lsn = lsn;
 	v->d.vd_epoch = epoch;
-	int err = volop_submit(e, TDO_REC_VOL_RESIZE, &v->d, cb, arg);
+	err = volop_submit(e, TDO_REC_VOL_RESIZE, &v->d, cb, arg);
 	if (err) {
 		v->d.vd_lsn = old_lsn;
 		v->d.vd_epoch = old_epoch;
@@ -232,15 +248,10 @@ int tdo_vol_delete(struct tdo_engine *e, const char *name, tdo_done_cb cb, void 
 {
 	struct tdo_vol_desc d;
 	struct vol *v;
+	int err = vol_for_change(e, name, true, &v);
 
-	if (e->closing)
-		return -ESHUTDOWN;
-	if (e->poison)
-		return e->poison;
-	if (!name || !(v = eng_vol_by_name(e, name)))
-		return TDO_ENOVOL;
-	if (!list_empty(&v->active) || !list_empty(&v->waiting))
-		return -EBUSY;
+	if (err)
+		return err;
 	d = v->d;
 	vol_remove(e, v);
 	vol_destroy(e, v);

@@ -785,22 +785,12 @@ static int submit_tagged(struct tdo_engine *e, int kind, uint32_t vol, uint64_t 
 		return err;
 	if (e->poison)
 		return e->poison;
-	w = calloc(1, sizeof *w);
+	w = malloc(sizeof *w);
 	if (!w)
 		return -ENOMEM;
-	w->kind = kind;
-	w->vol = vol;
-	w->off = off;
-	w->len = len;
-	w->buf = buf;
-	w->flags = flags;
-	w->cb = cb;
-	w->arg = arg;
-	if (lsn) {
-		w->tagged = true;
-		w->lsn = lsn;
-		w->epoch = epoch;
-	}
+	/* untagged (LSN 0): the engine gives it the volume's next LSN */
+	*w = (struct wreq){ .kind = kind, .vol = vol, .off = off, .len = len, .buf = buf, .flags = flags,
+	                    .cb = cb, .arg = arg, .tagged = lsn != 0, .lsn = lsn, .epoch = lsn ? epoch : 0 };
 	wr_submit(e, w);
 	return 0;
 }
@@ -862,13 +852,10 @@ int tdo_engine_flush(struct tdo_engine *e, tdo_done_cb cb, void *arg)
 
 	if (e->closing)
 		return -ESHUTDOWN;
-	f = calloc(1, sizeof *f);
+	f = malloc(sizeof *f);
 	if (!f)
 		return -ENOMEM;
-	f->kind = WR_FLUSH;
-	f->cb = cb;
-	f->arg = arg;
-	f->wid = ++e->next_wid;
+	*f = (struct wreq){ .kind = WR_FLUSH, .cb = cb, .arg = arg, .wid = ++e->next_wid };
 	list_add_tail(&e->flushes, &f->link);
 	eng_kick(e);
 	return 0;
