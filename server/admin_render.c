@@ -89,30 +89,17 @@ static double write_amp(const struct tdo_engine_stats *st)
 
 /* ---- volumes ------------------------------------------------------------- */
 
-static const char *role_name(int role)
-{
-	return role == TDO_VROLE_PRIMARY ? "primary" : role == TDO_VROLE_REPLICA ? "replica" : "none";
-}
-
-static const char *rep_state_name(uint32_t s)
-{
-	switch (s) {
-	case TDO_REP_IN_SYNC: return "in-sync";
-	case TDO_REP_CATCHING_UP: return "catching-up";
-	case TDO_REP_OUT_OF_DATE: return "out-of-date";
-	}
-	return "unknown";
-}
-
-static const char *rs_phase_name(int p)
-{
-	switch (p) {
-	case TDO_RSP_COPYING: return "copying";
-	case TDO_RSP_FINAL: return "final";
-	case TDO_RSP_FINISHING: return "finishing";
-	}
-	return "starting";
-}
+static const char *const role_names[] = {
+	[TDO_VROLE_NONE] = "none", [TDO_VROLE_PRIMARY] = "primary", [TDO_VROLE_REPLICA] = "replica",
+};
+static const char *const rep_state_names[] = {
+	[TDO_REP_IN_SYNC] = "in-sync", [TDO_REP_CATCHING_UP] = "catching-up", [TDO_REP_OUT_OF_DATE] = "out-of-date",
+};
+static const char *const rs_phase_names[] = {
+	[TDO_RSP_STARTING] = "starting", [TDO_RSP_COPYING] = "copying", [TDO_RSP_FINAL] = "final",
+	[TDO_RSP_FINISHING] = "finishing",
+};
+#define NAME_OF(table, i) ((unsigned)(i) < sizeof(table) / sizeof(table[0]) && (table)[i] ? (table)[i] : "unknown")
 
 json_t *render_volume(struct daemon *d, const struct tdo_vinfo *vi)
 {
@@ -120,14 +107,14 @@ json_t *render_volume(struct daemon *d, const struct tdo_vinfo *vi)
 
 	for (uint32_t i = 0; i < vi->nrep; i++) {
 		const struct tdo_vrep_info *r = &vi->rep[i];
-		json_t *o = json_pack("{s:s, s:s, s:b, s:b}", "node", r->node, "state", rep_state_name(r->state),
+		json_t *o = json_pack("{s:s, s:s, s:b, s:b}", "node", r->node, "state", NAME_OF(rep_state_names, r->state),
 		                      "primary", r->primary, "down", r->down);
 		if (o && r->resync)
 			json_object_set_new(o, "resync", json_pack("{s:I, s:I, s:I, s:s}",
 			                    "copied_blocks", (json_int_t)r->copied_blocks,
 			                    "total_blocks", (json_int_t)r->total_blocks,
 			                    "dirty_blocks", (json_int_t)r->dirty_blocks,
-			                    "phase", rs_phase_name(r->resync_phase)));
+			                    "phase", NAME_OF(rs_phase_names, r->resync_phase)));
 		json_array_append_new(reps, o);
 	}
 	j = json_pack("{s:s, s:I, s:s, s:i, s:I, s:s, s:s, s:o, s:i}",
@@ -137,7 +124,7 @@ json_t *render_volume(struct daemon *d, const struct tdo_vinfo *vi)
 	              "epoch", (int)vi->epoch,
 	              "version", (json_int_t)vi->version,
 	              "primary", vi->primary,
-	              "role", role_name(vi->role),
+	              "role", NAME_OF(role_names, vi->role),
 	              "replicas", reps,
 	              "connections", nbd_conn_count(d, vi->name));
 	if (j && vi->local) {

@@ -241,6 +241,25 @@ static void close_any(uv_handle_t *h, void *arg)
 }
 
 /* Leave after a start-up failure: release the device and the loop. */
+/* Listen for WHAT on HOSTPORT with LISTEN, which fills ADDR; say where on
+ * standard output ("listening TAG HOST:PORT"), or why not on standard
+ * error. 0 or -1. */
+static int listen_on(struct daemon *d, const char *what, const char *tag, const char *hostport,
+                     int (*listen)(struct daemon *d, const char *host, int port), const char *addr)
+{
+	char host[256];
+	int port, err = 0;
+
+	if (tdo_parse_hostport(hostport, host, sizeof host, &port) || (err = listen(d, host, port))) {
+		fprintf(stderr, "testudod: cannot listen for %s on %s: %s\n", what, hostport,
+		        err ? uv_strerror(err) : "expected HOST:PORT");
+		return -1;
+	}
+	printf("listening %s %s\n", tag, addr);
+	fflush(stdout);
+	return 0;
+}
+
 static int bail(uv_loop_t *loop, int code)
 {
 	/* listeners already up would keep the loop running */
@@ -265,8 +284,7 @@ int main(int argc, char **argv)
 	struct settings st = { .nbd = "127.0.0.1:10809", .admin = "127.0.0.1:10810" };
 	struct settings cli = { 0 };
 	const char *config = NULL;
-	char host[256];
-	int port, err;
+	int err;
 	uv_loop_t loop;
 
 	for (int i = 1; i < argc; i++) {
@@ -429,21 +447,9 @@ int main(int argc, char **argv)
 	if (st.node_id[0])
 		tdo_log(TDO_LOG_INFO, "testudod", "node %s of cluster %s, %d peer%s, peers on %s, state in %s", st.node_id,
 		        co.cluster, st.npeers, st.npeers == 1 ? "" : "s", D.repl_addr, st.state);
-	if (tdo_parse_hostport(st.nbd, host, sizeof host, &port) || (err = nbd_listen(&D, host, port))) {
-		fprintf(stderr, "testudod: cannot listen for NBD on %s: %s\n", st.nbd,
-		        err ? uv_strerror(err) : "expected HOST:PORT");
+	if (listen_on(&D, "NBD", "nbd", st.nbd, nbd_listen, D.nbd_addr) ||
+	    listen_on(&D, "admin", "admin", st.admin, http_listen, D.admin_addr))
 		return bail(&loop, 1);
-	}
-	printf("listening nbd %s\n", D.nbd_addr);
-	fflush(stdout);
-	err = 0;
-	if (tdo_parse_hostport(st.admin, host, sizeof host, &port) || (err = http_listen(&D, host, port))) {
-		fprintf(stderr, "testudod: cannot listen for admin on %s: %s\n", st.admin,
-		        err ? uv_strerror(err) : "expected HOST:PORT");
-		return bail(&loop, 1);
-	}
-	printf("listening admin %s\n", D.admin_addr);
-	fflush(stdout);
 	if (D.repl_addr[0]) {
 		printf("listening repl %s\n", D.repl_addr);
 		fflush(stdout);
