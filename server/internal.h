@@ -66,7 +66,7 @@ struct daemon {
 	uv_tcp_t nbd_listener, admin_listener;
 	char nbd_addr[80], admin_addr[80], repl_addr[80];
 	struct tdo_cluster *cluster;  /* NULL: a node outside any cluster */
-	struct tdo_vtier *vtier;    /* the cluster's volumes (with cluster) */
+	struct tdo_vtier *vtier;    /* every volume: the one route to data (a lone node is a cluster of one) */
 	struct nbd_conn *conns;     /* every open NBD connection */
 	struct metrics met;
 	bool stopping;
