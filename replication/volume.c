@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testudo/list.h"
 #include "testudo/util.h"
 #include "testudo/vtier.h"
 
@@ -63,37 +64,6 @@
 #define RS_ROUND_BYTES  (8u << 20)   /* dirty bytes taken per flush */
 #define RS_MAP_RUNS     65536        /* runs per RS_MAP message */
 #define SUM_MAX_REGIONS 65536
-
-/* ---- lists ---- */
-
-struct link {
-	struct link *prev, *next;
-};
-static void l_init(struct link *l) { l->prev = l->next = l; }
-static bool l_empty(const struct link *l) { return l->next == l; }
-static void l_add(struct link *head, struct link *x)
-{
-	x->prev = head->prev;
-	x->next = head;
-	head->prev->next = x;
-	head->prev = x;
-}
-static void l_del(struct link *x)
-{
-	x->prev->next = x->next;
-	x->next->prev = x->prev;
-	l_init(x);
-}
-/* Move every item of SRC to the end of DST (SRC ends empty). */
-static void l_move(struct link *dst, struct link *src)
-{
-	while (!l_empty(src)) {
-		struct link *x = src->next;
-		l_del(x);
-		l_add(dst, x);
-	}
-}
-#define l_item(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 /* ---- state ---- */
 
@@ -125,7 +95,7 @@ struct vreq {
 	int fwd_peer;
 	uint64_t deadline_usec;
 	char name[TDO_NAME_MAX + 1];
-	struct link link;
+	struct tdo_list link;
 };
 
 enum change_kind { CH_STATE, CH_PROMOTE, CH_DELETE, CH_RESIZE, CH_CREATE };
@@ -137,7 +107,7 @@ struct change {
 	struct tdo_rm_vconf conf;   /* CH_CREATE */
 	void (*done)(struct vvol *v, int status, const char *why, void *arg);
 	void *arg;
-	struct link link;
+	struct tdo_list link;
 };
 
 struct proposal {
@@ -174,8 +144,8 @@ struct vvol {
 	/* primary */
 	bool primary;
 	uint64_t next_lsn;          /* last LSN given out */
-	struct link inflight;       /* struct vreq, LSN order */
-	struct link held;           /* writes not yet admitted (gate) */
+	struct tdo_list inflight;       /* struct vreq, LSN order */
+	struct tdo_list held;           /* writes not yet admitted (gate) */
 	int gate;
 	uint32_t marking;           /* replicas with an out-of-date proposal pending */
 	struct resync *rs[TDO_REP_MAX];
@@ -189,7 +159,7 @@ struct vvol {
 	uint64_t rs_done_lsn;
 	/* configuration changes */
 	struct proposal *prop;
-	struct link changes;
+	struct tdo_list changes;
 	int io_active;              /* local engine I/O in flight (for delete) */
 	int ack_peer;               /* a VCONF answer waiting for the local create, -1: none */
 	struct tdo_rm_vconf ack_conf;
@@ -221,11 +191,11 @@ struct tdo_vtier {
 	const char *me;
 	int nnodes;
 	struct vvol *vols;
-	struct link fwd_sent;       /* struct vreq forwarded, awaiting replies */
-	struct link fwd_wait;       /* struct vreq waiting for a reachable primary */
+	struct tdo_list fwd_sent;       /* struct vreq forwarded, awaiting replies */
+	struct tdo_list fwd_wait;       /* struct vreq waiting for a reachable primary */
 	uint64_t next_fwd_id, next_sum_id, next_pm_id;
-	struct link sums;           /* verify jobs */
-	struct link promotes;       /* promote requests sent to another node */
+	struct tdo_list sums;           /* verify jobs */
+	struct tdo_list promotes;       /* promote requests sent to another node */
 	uv_timer_t tick;
 	bool stopping;
 	char me_id[TDO_NODE_ID_MAX + 1];
@@ -233,8 +203,8 @@ struct tdo_vtier {
 	 * a request waits for the first write that starts after it */
 	struct {
 		bool busy;              /* a write is in flight */
-		struct link next;       /* struct st_wait: for the next write */
-		struct link cur;        /*   for the write in flight */
+		struct tdo_list next;       /* struct st_wait: for the next write */
+		struct tdo_list cur;        /*   for the write in flight */
 		uv_work_t work;
 		char *buf;
 		size_t len;
@@ -349,9 +319,9 @@ static struct vvol *vol_new(struct tdo_vtier *vt, const struct tdo_rm_vconf *c)
 	v->my_rep = -1;
 	v->rs_done_peer = -1;
 	v->ack_peer = -1;
-	l_init(&v->inflight);
-	l_init(&v->held);
-	l_init(&v->changes);
+	tdo_list_init(&v->inflight);
+	tdo_list_init(&v->held);
+	tdo_list_init(&v->changes);
 	v->next = vt->vols;
 	vt->vols = v;
 	return v;
@@ -453,7 +423,7 @@ typedef void (*st_done_fn)(struct tdo_vtier *vt, int status, void *arg);
 struct st_wait {
 	st_done_fn fn;
 	void *arg;
-	struct link link;
+	struct tdo_list link;
 };
 
 static void st_work(uv_work_t *w)
@@ -473,12 +443,12 @@ static void st_after(uv_work_t *w, int status)
 	vt->st.busy = false;
 	if (err)
 		tdo_log(TDO_LOG_ERROR, "vtier", "cannot store the state file %s: %s", vt->state_path, strerror(-err));
-	struct link done;
-	l_init(&done);
-	l_move(&done, &vt->st.cur);
-	while (!l_empty(&done)) {
-		struct st_wait *sw = l_item(done.next, struct st_wait, link);
-		l_del(&sw->link);
+	struct tdo_list done;
+	tdo_list_init(&done);
+	tdo_list_move(&done, &vt->st.cur);
+	while (!tdo_list_empty(&done)) {
+		struct st_wait *sw = tdo_list_item(done.next, struct st_wait, link);
+		tdo_list_del(&sw->link);
 		sw->fn(vt, err, sw->arg);
 		free(sw);
 	}
@@ -487,7 +457,7 @@ static void st_after(uv_work_t *w, int status)
 		tdo_vtier_free(vt);
 		return;
 	}
-	if (!vt->st.busy && !l_empty(&vt->st.next))
+	if (!vt->st.busy && !tdo_list_empty(&vt->st.next))
 		st_start(vt);
 }
 
@@ -495,7 +465,7 @@ static void st_after(uv_work_t *w, int status)
 static void st_start(struct tdo_vtier *vt)
 {
 	int err = state_snapshot(vt, &vt->st.buf, &vt->st.len);
-	l_move(&vt->st.cur, &vt->st.next);
+	tdo_list_move(&vt->st.cur, &vt->st.next);
 	vt->st.work.data = vt;
 	if (!err)
 		err = uv_queue_work(vt->loop, &vt->st.work, st_work, st_after);
@@ -505,9 +475,9 @@ static void st_start(struct tdo_vtier *vt)
 	}
 	free(vt->st.buf);
 	vt->st.buf = NULL;
-	while (!l_empty(&vt->st.cur)) {
-		struct st_wait *sw = l_item(vt->st.cur.next, struct st_wait, link);
-		l_del(&sw->link);
+	while (!tdo_list_empty(&vt->st.cur)) {
+		struct st_wait *sw = tdo_list_item(vt->st.cur.next, struct st_wait, link);
+		tdo_list_del(&sw->link);
 		sw->fn(vt, err, sw->arg);
 		free(sw);
 	}
@@ -530,7 +500,7 @@ static int state_store(struct tdo_vtier *vt, st_done_fn fn, void *arg)
 		return -ENOMEM;
 	sw->fn = fn;
 	sw->arg = arg;
-	l_add(&vt->st.next, &sw->link);
+	tdo_list_add_tail(&vt->st.next, &sw->link);
 	if (!vt->st.busy)
 		st_start(vt);
 	return 0;
@@ -655,11 +625,11 @@ static uint64_t engine_lsn(struct vvol *v, uint32_t *epoch)
 	return vi.lsn;
 }
 
-static void fail_list(struct link *head, int status)
+static void fail_list(struct tdo_list *head, int status)
 {
-	while (!l_empty(head)) {
-		struct vreq *r = l_item(head->next, struct vreq, link);
-		l_del(&r->link);
+	while (!tdo_list_empty(head)) {
+		struct vreq *r = tdo_list_item(head->next, struct vreq, link);
+		tdo_list_del(&r->link);
 		req_free_finish(r, status);
 	}
 }
@@ -680,21 +650,21 @@ static void set_role(struct vvol *v)
 		v->marking = 0;
 		/* writes whose replicas never answered: their outcome is unknown;
 		 * those still in the engine finish from its callback */
-		struct link *l = v->inflight.next;
+		struct tdo_list *l = v->inflight.next;
 		while (l != &v->inflight) {
-			struct vreq *r = l_item(l, struct vreq, link);
+			struct vreq *r = tdo_list_item(l, struct vreq, link);
 			l = l->next;
 			r->wait = 0;
 			r->status = -EIO;
 			if (r->local_done) {
-				l_del(&r->link);
+				tdo_list_del(&r->link);
 				req_free_finish(r, -EIO);
 			}
 		}
 		/* held writes go to the new primary */
-		while (!l_empty(&v->held)) {
-			struct vreq *r = l_item(v->held.next, struct vreq, link);
-			l_del(&r->link);
+		while (!tdo_list_empty(&v->held)) {
+			struct vreq *r = tdo_list_item(v->held.next, struct vreq, link);
+			tdo_list_del(&r->link);
 			r->deadline_usec = tdo_now_usec() + FWD_WAIT_MS * 1000ull;
 			fwd_send(vt, r);
 		}
@@ -807,7 +777,7 @@ static void reconcile(struct vvol *v)
 			tdo_log(TDO_LOG_ERROR, "vtier", "%s: cannot create this node's copy: %s", v->conf.vc_name,
 			        tdo_strerror(rc));
 		}
-	} else if (!want && have && !v->deleting && v->io_active == 0 && l_empty(&v->inflight)) {
+	} else if (!want && have && !v->deleting && v->io_active == 0 && tdo_list_empty(&v->inflight)) {
 		if (vt->o.vol_gone)
 			vt->o.vol_gone(vt->o.arg, v->conf.vc_name);
 		v->deleting = true;
@@ -816,7 +786,7 @@ static void reconcile(struct vvol *v)
 		else
 			v->local_id = -1;
 	} else if (want && have && vi.size != v->conf.vc_size && !v->resizing && v->io_active == 0 &&
-	           l_empty(&v->inflight)) {
+	           tdo_list_empty(&v->inflight)) {
 		v->resizing = true;
 		if ((rc = tdo_vol_resize(vt->e, v->conf.vc_name, v->conf.vc_size, local_simple_done, v)))
 			v->resizing = false;
@@ -996,9 +966,9 @@ static void prop_check(struct vvol *v)
 static void propose_next(struct vvol *v)
 {
 	struct tdo_vtier *vt = v->vt;
-	while (!v->prop && !l_empty(&v->changes) && !vt->stopping) {
-		struct change *ch = l_item(v->changes.next, struct change, link);
-		l_del(&ch->link);
+	while (!v->prop && !tdo_list_empty(&v->changes) && !vt->stopping) {
+		struct change *ch = tdo_list_item(v->changes.next, struct change, link);
+		tdo_list_del(&ch->link);
 		struct tdo_rm_vconf c;
 		char why[160];
 		if (!make_change(v, ch, &c, why, sizeof(why))) {
@@ -1033,7 +1003,7 @@ static void propose_next(struct vvol *v)
 
 static void queue_change(struct vvol *v, struct change *ch)
 {
-	l_add(&v->changes, &ch->link);
+	tdo_list_add_tail(&v->changes, &ch->link);
 	propose_next(v);
 }
 
@@ -1081,13 +1051,13 @@ static void req_free_finish(struct vreq *r, int status)
 static void complete_ready(struct vvol *v)
 {
 	uint32_t insync = insync_mask(v);
-	struct link *l = v->inflight.next;
+	struct tdo_list *l = v->inflight.next;
 	while (l != &v->inflight) {
-		struct vreq *r = l_item(l, struct vreq, link);
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		l = l->next;
 		r->wait &= insync;
 		if (r->local_done && r->wait == 0) {
-			l_del(&r->link);
+			tdo_list_del(&r->link);
 			req_free_finish(r, r->status);
 		}
 	}
@@ -1160,7 +1130,7 @@ static void admit(struct vvol *v, struct vreq *r)
 {
 	struct tdo_vtier *vt = v->vt;
 	if (v->gate) {
-		l_add(&v->held, &r->link);
+		tdo_list_add_tail(&v->held, &r->link);
 		return;
 	}
 	r->lsn = ++v->next_lsn;
@@ -1179,7 +1149,7 @@ static void admit(struct vvol *v, struct vreq *r)
 			mark_out_of_date(v, (int)i, "not connected");
 	}
 	rs_mark_dirty(v, r->off, r->len);
-	l_add(&v->inflight, &r->link);
+	tdo_list_add_tail(&v->inflight, &r->link);
 	v->io_active++;
 	int rc = tdo_engine_submit_at(vt->e, engine_op(r->op), (uint32_t)v->local_id, r->off, r->len, r->buf,
 	                              r->op == TDO_RMOP_ZERO ? r->flags : 0, r->lsn, v->conf.vc_epoch,
@@ -1262,24 +1232,24 @@ static void fwd_send(struct tdo_vtier *vt, struct vreq *r)
 		                      r->op == TDO_RMOP_WRITE ? (uint32_t)r->len : 0)) {
 			r->fwd_id = io.io_id;
 			r->fwd_peer = peer;
-			l_add(&vt->fwd_sent, &r->link);
+			tdo_list_add_tail(&vt->fwd_sent, &r->link);
 			return;
 		}
 	}
 	r->fwd_peer = -1;
-	l_add(&vt->fwd_wait, &r->link);
+	tdo_list_add_tail(&vt->fwd_wait, &r->link);
 }
 
 /* Requests waiting for a primary: try again (config changed, a peer came up, a tick). */
 static void fwd_retry(struct tdo_vtier *vt)
 {
-	struct link l;
-	l_init(&l);
+	struct tdo_list l;
+	tdo_list_init(&l);
 	uint64_t now = tdo_now_usec();
-	l_move(&l, &vt->fwd_wait);
-	while (!l_empty(&l)) {
-		struct vreq *r = l_item(l.next, struct vreq, link);
-		l_del(&r->link);
+	tdo_list_move(&l, &vt->fwd_wait);
+	while (!tdo_list_empty(&l)) {
+		struct vreq *r = tdo_list_item(l.next, struct vreq, link);
+		tdo_list_del(&r->link);
 		if (now > r->deadline_usec || vt->stopping)
 			req_free_finish(r, -EIO);
 		else
@@ -1362,15 +1332,15 @@ answer:
 
 static void on_fwd_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_ack *a, const void *data, uint32_t dlen)
 {
-	for (struct link *l = vt->fwd_sent.next; l != &vt->fwd_sent; l = l->next) {
-		struct vreq *r = l_item(l, struct vreq, link);
+	for (struct tdo_list *l = vt->fwd_sent.next; l != &vt->fwd_sent; l = l->next) {
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		if (r->fwd_id != a->ak_id || r->fwd_peer != peer)
 			continue;
-		l_del(&r->link);
+		tdo_list_del(&r->link);
 		if (a->ak_status == -EREMCHG) {
 			/* that node is not the primary (any more): wait for a configuration that says who is */
 			r->fwd_peer = -1;
-			l_add(&vt->fwd_wait, &r->link);
+			tdo_list_add_tail(&vt->fwd_wait, &r->link);
 			return;
 		}
 		int st = a->ak_status;
@@ -1511,8 +1481,8 @@ static void on_wack(struct tdo_vtier *vt, int peer, const struct tdo_rm_ack *a)
 	int rep = rep_index(&v->conf, tdo_cluster_peer_id(vt->c, peer));
 	if (rep < 0)
 		return;
-	for (struct link *l = v->inflight.next; l != &v->inflight; l = l->next) {
-		struct vreq *r = l_item(l, struct vreq, link);
+	for (struct tdo_list *l = v->inflight.next; l != &v->inflight; l = l->next) {
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		if (r->lsn != a->ak_lsn)
 			continue;
 		if (a->ak_status == 0) {
@@ -1543,12 +1513,12 @@ static void rs_free(struct vvol *v, int rep)
 	free(rs);
 	/* writes held while the gate was shut */
 	if (!v->gate && v->primary) {
-		struct link l;
-		l_init(&l);
-		l_move(&l, &v->held);
-		while (!l_empty(&l)) {
-			struct vreq *r = l_item(l.next, struct vreq, link);
-			l_del(&r->link);
+		struct tdo_list l;
+		tdo_list_init(&l);
+		tdo_list_move(&l, &v->held);
+		while (!tdo_list_empty(&l)) {
+			struct vreq *r = tdo_list_item(l.next, struct vreq, link);
+			tdo_list_del(&r->link);
 			admit(v, r);
 		}
 	}
@@ -1665,8 +1635,8 @@ static void on_rs_state(struct vvol *v, struct resync *rs, const struct tdo_rm_r
 	/* our own writes after the bound: those in the index, and those still
 	 * in flight (not in the index yet); from now on admit() marks new ones */
 	tdo_engine_scan(v->vt->e, (uint32_t)v->local_id, bound, scan_dirty, rs);
-	for (struct link *l = v->inflight.next; l != &v->inflight; l = l->next) {
-		struct vreq *r = l_item(l, struct vreq, link);
+	for (struct tdo_list *l = v->inflight.next; l != &v->inflight; l = l->next) {
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		set_dirty(rs, r->off / TDO_BLOCK_SIZE,
 		          (r->off + r->len + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE - r->off / TDO_BLOCK_SIZE);
 	}
@@ -1911,7 +1881,7 @@ static void rs_pump(struct vvol *v, struct resync *rs)
 		}
 	}
 	if (rs->phase == RS_FINAL) {
-		if (!l_empty(&v->inflight))
+		if (!tdo_list_empty(&v->inflight))
 			return; /* local_write_done comes back */
 		if (rs->ndirty) {
 			rs->tokens = RS_ROUND_BYTES * 2ull; /* the last stretch is not rate-limited: writes wait on it */
@@ -2347,7 +2317,7 @@ struct verify {
 	tdo_vt_verify_cb cb;
 	void *arg;
 	uint64_t deadline_usec;
-	struct link link;
+	struct tdo_list link;
 };
 
 static void verify_slot_done(struct verify *ver, int slot, int status, uint64_t *sums);
@@ -2479,7 +2449,7 @@ static void on_sum(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *m)
 
 static void verify_finish(struct verify *ver)
 {
-	l_del(&ver->link);
+	tdo_list_del(&ver->link);
 	struct tdo_verify_result *res = calloc(1, sizeof(*res));
 	int ok = 0, bad = 0, ref = -1;
 	for (int i = 0; i < ver->nrep; i++) {
@@ -2544,8 +2514,8 @@ static void verify_slot_done(struct verify *ver, int slot, int status, uint64_t 
 
 static void on_sum_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *m, const void *data, uint32_t dlen)
 {
-	for (struct link *l = vt->sums.next; l != &vt->sums; l = l->next) {
-		struct verify *ver = l_item(l, struct verify, link);
+	for (struct tdo_list *l = vt->sums.next; l != &vt->sums; l = l->next) {
+		struct verify *ver = tdo_list_item(l, struct verify, link);
 		if (ver->id != m->sm_id)
 			continue;
 		for (int i = 0; i < ver->nrep; i++) {
@@ -2589,7 +2559,7 @@ int tdo_vtier_verify(struct tdo_vtier *vt, const char *name, tdo_vt_verify_cb cb
 	ver->nrep = (int)v->conf.vc_nrep;
 	ver->pending = ver->nrep;
 	ver->deadline_usec = tdo_now_usec() + 600 * 1000000ull;
-	l_add(&vt->sums, &ver->link);
+	tdo_list_add_tail(&vt->sums, &ver->link);
 	for (int i = 0; i < ver->nrep; i++)
 		snprintf(ver->node[i], sizeof(ver->node[i]), "%s", v->conf.vc_rep[i]);
 	for (int i = 0; i < ver->nrep; i++) {
@@ -2623,7 +2593,7 @@ struct promote {
 	tdo_vt_promote_cb cb;
 	void *arg;
 	uint64_t deadline_usec;
-	struct link link;
+	struct tdo_list link;
 };
 
 static void promote_reply(struct tdo_vtier *vt, int peer, uint64_t id, const char *name, int status,
@@ -2705,11 +2675,11 @@ static void on_promote(struct tdo_vtier *vt, int peer, const struct tdo_rm_promo
 
 static void on_promote_rep(struct tdo_vtier *vt, int peer, const struct tdo_rm_promote *m)
 {
-	for (struct link *l = vt->promotes.next; l != &vt->promotes; l = l->next) {
-		struct promote *pm = l_item(l, struct promote, link);
+	for (struct tdo_list *l = vt->promotes.next; l != &vt->promotes; l = l->next) {
+		struct promote *pm = tdo_list_item(l, struct promote, link);
 		if (pm->id != m->pm_id || pm->peer != peer)
 			continue;
-		l_del(&pm->link);
+		tdo_list_del(&pm->link);
 		char why[sizeof(m->pm_why) + 1];
 		memcpy(why, m->pm_why, sizeof(m->pm_why));
 		why[sizeof(m->pm_why)] = 0;
@@ -2755,7 +2725,7 @@ int tdo_vtier_promote(struct tdo_vtier *vt, const char *name, const char *node, 
 		free(pm);
 		return -ENOTCONN;
 	}
-	l_add(&vt->promotes, &pm->link);
+	tdo_list_add_tail(&vt->promotes, &pm->link);
 	return 0;
 }
 
@@ -2765,13 +2735,13 @@ static void vol_tick(struct tdo_vtier *vt, struct vvol *v, uint64_t now)
 {
 	if (v->prop && !v->prop->storing && now > v->prop->deadline_usec)
 		prop_finish(v, -ETIMEDOUT, "no majority of the nodes answered in time");
-	if (!v->prop && l_empty(&v->changes))
+	if (!v->prop && tdo_list_empty(&v->changes))
 		reconcile(v);
 	if (!v->primary)
 		return;
 	uint64_t tmo = (uint64_t)vt->o.ack_timeout_ms * 1000;
-	for (struct link *l = v->inflight.next; l != &v->inflight; l = l->next) {
-		struct vreq *r = l_item(l, struct vreq, link);
+	for (struct tdo_list *l = v->inflight.next; l != &v->inflight; l = l->next) {
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		if (now - r->sent_usec < tmo)
 			break; /* LSN order is age order */
 		for (int i = 0; i < (int)v->conf.vc_nrep; i++)
@@ -2806,8 +2776,8 @@ static void tick_cb(uv_timer_t *t)
 	for (struct vvol *v = vt->vols; v; v = v->next)
 		vol_tick(vt, v, now);
 	fwd_retry(vt);
-	for (struct link *l = vt->sums.next; l != &vt->sums;) {
-		struct verify *ver = l_item(l, struct verify, link);
+	for (struct tdo_list *l = vt->sums.next; l != &vt->sums;) {
+		struct verify *ver = tdo_list_item(l, struct verify, link);
 		l = l->next;
 		if (ver->pending == 0)
 			verify_finish(ver);
@@ -2816,11 +2786,11 @@ static void tick_cb(uv_timer_t *t)
 				if (!ver->sums[i] && !ver->status[i] && ver->pending)
 					verify_slot_done(ver, i, -ETIMEDOUT, NULL);
 	}
-	for (struct link *l = vt->promotes.next; l != &vt->promotes;) {
-		struct promote *pm = l_item(l, struct promote, link);
+	for (struct tdo_list *l = vt->promotes.next; l != &vt->promotes;) {
+		struct promote *pm = tdo_list_item(l, struct promote, link);
 		l = l->next;
 		if (now > pm->deadline_usec) {
-			l_del(&pm->link);
+			tdo_list_del(&pm->link);
 			pm->cb(pm->arg, -ETIMEDOUT, "the node did not answer in time", 0);
 			free(pm);
 		}
@@ -2855,28 +2825,28 @@ static void hook_down(void *arg, int peer)
 			prop_check(v);
 		}
 	}
-	for (struct link *l = vt->fwd_sent.next; l != &vt->fwd_sent;) {
-		struct vreq *r = l_item(l, struct vreq, link);
+	for (struct tdo_list *l = vt->fwd_sent.next; l != &vt->fwd_sent;) {
+		struct vreq *r = tdo_list_item(l, struct vreq, link);
 		l = l->next;
 		if (r->fwd_peer == peer) {
 			/* sent to a primary that is gone: send again to whoever is primary (a write is idempotent) */
-			l_del(&r->link);
+			tdo_list_del(&r->link);
 			r->fwd_peer = -1;
-			l_add(&vt->fwd_wait, &r->link);
+			tdo_list_add_tail(&vt->fwd_wait, &r->link);
 		}
 	}
-	for (struct link *l = vt->sums.next; l != &vt->sums;) {
-		struct verify *ver = l_item(l, struct verify, link);
+	for (struct tdo_list *l = vt->sums.next; l != &vt->sums;) {
+		struct verify *ver = tdo_list_item(l, struct verify, link);
 		l = l->next;
 		for (int i = 0; i < ver->nrep; i++)
 			if (!strcmp(ver->node[i], id) && !ver->sums[i] && !ver->status[i])
 				ver->status[i] = -ENOTCONN, ver->pending--;
 	}
-	for (struct link *l = vt->promotes.next; l != &vt->promotes;) {
-		struct promote *pm = l_item(l, struct promote, link);
+	for (struct tdo_list *l = vt->promotes.next; l != &vt->promotes;) {
+		struct promote *pm = tdo_list_item(l, struct promote, link);
 		l = l->next;
 		if (pm->peer == peer) {
-			l_del(&pm->link);
+			tdo_list_del(&pm->link);
 			pm->cb(pm->arg, -ENOTCONN, "lost the connection to the node", 0);
 			free(pm);
 		}
@@ -3020,12 +2990,12 @@ int tdo_vtier_start(uv_loop_t *loop, struct tdo_engine *e, struct tdo_cluster *c
 	snprintf(vt->me_id, sizeof(vt->me_id), "%s", c ? tdo_cluster_node_id(c) : o->node_id && *o->node_id ? o->node_id : "local");
 	vt->me = vt->me_id;
 	vt->nnodes = tdo_cluster_npeers(c) + 1;
-	l_init(&vt->fwd_sent);
-	l_init(&vt->fwd_wait);
-	l_init(&vt->sums);
-	l_init(&vt->promotes);
-	l_init(&vt->st.next);
-	l_init(&vt->st.cur);
+	tdo_list_init(&vt->fwd_sent);
+	tdo_list_init(&vt->fwd_wait);
+	tdo_list_init(&vt->sums);
+	tdo_list_init(&vt->promotes);
+	tdo_list_init(&vt->st.next);
+	tdo_list_init(&vt->st.cur);
 	int rc = o->state_path && !vt->state_path ? -ENOMEM : vt->state_path ? state_load(vt, err, errlen) : 0;
 	if (rc) {
 		while (vt->vols) {
@@ -3093,26 +3063,26 @@ void tdo_vtier_stop(struct tdo_vtier *vt)
 	tdo_cluster_set_hooks(vt->c, &none);
 	fail_list(&vt->fwd_wait, -ESHUTDOWN);
 	fail_list(&vt->fwd_sent, -ESHUTDOWN);
-	while (!l_empty(&vt->sums)) {
-		struct verify *ver = l_item(vt->sums.next, struct verify, link);
+	while (!tdo_list_empty(&vt->sums)) {
+		struct verify *ver = tdo_list_item(vt->sums.next, struct verify, link);
 		for (int i = 0; i < ver->nrep; i++)
 			if (!ver->sums[i] && !ver->status[i])
 				ver->status[i] = -ESHUTDOWN;
 		ver->pending = 0;
 		verify_finish(ver);
 	}
-	while (!l_empty(&vt->promotes)) {
-		struct promote *pm = l_item(vt->promotes.next, struct promote, link);
-		l_del(&pm->link);
+	while (!tdo_list_empty(&vt->promotes)) {
+		struct promote *pm = tdo_list_item(vt->promotes.next, struct promote, link);
+		tdo_list_del(&pm->link);
 		pm->cb(pm->arg, -ESHUTDOWN, "the node is stopping", 0);
 		free(pm);
 	}
 	for (struct vvol *v = vt->vols; v; v = v->next) {
 		while (v->prop)
 			prop_finish(v, -ESHUTDOWN, "the node is stopping");
-		while (!l_empty(&v->changes)) {
-			struct change *ch = l_item(v->changes.next, struct change, link);
-			l_del(&ch->link);
+		while (!tdo_list_empty(&v->changes)) {
+			struct change *ch = tdo_list_item(v->changes.next, struct change, link);
+			tdo_list_del(&ch->link);
 			change_done(v, ch, -ESHUTDOWN, "the node is stopping");
 		}
 		fail_list(&v->held, -ESHUTDOWN);
@@ -3127,15 +3097,15 @@ void tdo_vtier_stop(struct tdo_vtier *vt)
 	}
 	/* writes that only wait for replicas now: they will not hear */
 	for (struct vvol *v = vt->vols; v; v = v->next) {
-		struct link *l = v->inflight.next;
+		struct tdo_list *l = v->inflight.next;
 		while (l != &v->inflight) {
-			struct vreq *r = l_item(l, struct vreq, link);
+			struct vreq *r = tdo_list_item(l, struct vreq, link);
 			l = l->next;
 			r->wait = 0;
 			if (!r->status)
 				r->status = -ESHUTDOWN;
 			if (r->local_done) {
-				l_del(&r->link);
+				tdo_list_del(&r->link);
 				req_free_finish(r, r->status);
 			}
 		}
@@ -3151,9 +3121,9 @@ void tdo_vtier_free(struct tdo_vtier *vt)
 		vt->free_pending = true; /* st_after frees it */
 		return;
 	}
-	while (!l_empty(&vt->st.next)) {
-		struct st_wait *sw = l_item(vt->st.next.next, struct st_wait, link);
-		l_del(&sw->link);
+	while (!tdo_list_empty(&vt->st.next)) {
+		struct st_wait *sw = tdo_list_item(vt->st.next.next, struct st_wait, link);
+		tdo_list_del(&sw->link);
 		free(sw);
 	}
 	while (vt->vols) {
@@ -3420,7 +3390,7 @@ int tdo_vtier_create(struct tdo_vtier *vt, const char *name, uint64_t size, uint
 		snprintf(err, errlen, "a volume named '%s' already exists", name);
 		return TDO_EVOLEXIST;
 	}
-	if (v && (v->prop || !l_empty(&v->changes) || v->local_id >= 0)) {
+	if (v && (v->prop || !tdo_list_empty(&v->changes) || v->local_id >= 0)) {
 		snprintf(err, errlen, "volume '%s' is still being deleted", name);
 		return -EBUSY;
 	}
