@@ -22,7 +22,7 @@
 #include "internal.h"
 
 struct waiter {
-	struct list link;
+	struct tdo_list link;
 	tdo_done_cb cb;
 	void *arg;
 };
@@ -38,7 +38,7 @@ struct ckpt_job {
 	int status;
 	uint32_t *freeing;          /* segments to free once durable */
 	uint32_t nfreeing;
-	struct list waiters;        /* satisfied by this job */
+	struct tdo_list waiters;        /* satisfied by this job */
 };
 
 uint64_t ckpt_area_size(uint64_t seg_blocks, uint32_t nsegs, uint32_t max_vols)
@@ -211,9 +211,9 @@ static void ckpt_after(uv_work_t *w, int status)
 		tdo_log(TDO_LOG_DEBUG, "checkpoint", "checkpoint %llu durable, %u segments freed",
 		        (unsigned long long)j->seq, j->nfreeing);
 	}
-	while (!list_empty(&j->waiters)) {
-		struct waiter *wt = container_of(j->waiters.next, struct waiter, link);
-		list_del(&wt->link);
+	while (!tdo_list_empty(&j->waiters)) {
+		struct waiter *wt = tdo_list_item(j->waiters.next, struct waiter, link);
+		tdo_list_del(&wt->link);
 		wt->cb(wt->arg, err);
 		free(wt);
 	}
@@ -242,12 +242,12 @@ static void ckpt_start(struct tdo_engine *e)
 	}
 	j->e = e;
 	j->seq = e->ckpt_seq + 1;
-	list_init(&j->waiters);
+	tdo_list_init(&j->waiters);
 	/* every waiter so far is covered by this snapshot */
-	while (!list_empty(&e->ckpt_waiters)) {
-		struct list *l = e->ckpt_waiters.next;
-		list_del(l);
-		list_add_tail(&j->waiters, l);
+	while (!tdo_list_empty(&e->ckpt_waiters)) {
+		struct tdo_list *l = e->ckpt_waiters.next;
+		tdo_list_del(l);
+		tdo_list_add_tail(&j->waiters, l);
 	}
 	if (e->poison) {
 		err = e->poison;
@@ -277,9 +277,9 @@ static void ckpt_start(struct tdo_engine *e)
 	}
 	return;
 fail:
-	while (!list_empty(&j->waiters)) {
-		struct waiter *wt = container_of(j->waiters.next, struct waiter, link);
-		list_del(&wt->link);
+	while (!tdo_list_empty(&j->waiters)) {
+		struct waiter *wt = tdo_list_item(j->waiters.next, struct waiter, link);
+		tdo_list_del(&wt->link);
 		eng_defer(e, wt->cb, wt->arg, err);
 		free(wt);
 	}
@@ -298,7 +298,7 @@ void ckpt_request(struct tdo_engine *e, tdo_done_cb cb, void *arg)
 		}
 		wt->cb = cb;
 		wt->arg = arg;
-		list_add_tail(&e->ckpt_waiters, &wt->link);
+		tdo_list_add_tail(&e->ckpt_waiters, &wt->link);
 	}
 	e->ckpt_wanted = true;
 	/* a snapshot must sit on a batch boundary: wait for the batch in flight */

@@ -18,7 +18,7 @@
 #include "internal.h"
 
 struct deferred {
-	struct list link;
+	struct tdo_list link;
 	tdo_done_cb cb;
 	void *arg;
 	int status;
@@ -120,20 +120,20 @@ uint64_t eng_capacity(const struct tdo_sb *sb)
  * the cleaner, closing: run once per loop turn that asked for it. */
 static void kicked(struct tdo_engine *e)
 {
-	struct list q;
+	struct tdo_list q;
 
 	/* callbacks may defer more; run only those queued before now */
-	list_init(&q);
-	if (!list_empty(&e->deferred)) {
+	tdo_list_init(&q);
+	if (!tdo_list_empty(&e->deferred)) {
 		q.next = e->deferred.next;
 		q.prev = e->deferred.prev;
 		q.next->prev = &q;
 		q.prev->next = &q;
-		list_init(&e->deferred);
+		tdo_list_init(&e->deferred);
 	}
-	while (!list_empty(&q)) {
-		struct deferred *d = container_of(q.next, struct deferred, link);
-		list_del(&d->link);
+	while (!tdo_list_empty(&q)) {
+		struct deferred *d = tdo_list_item(q.next, struct deferred, link);
+		tdo_list_del(&d->link);
 		d->cb(d->arg, d->status);
 		free(d);
 	}
@@ -169,7 +169,7 @@ int eng_defer(struct tdo_engine *e, tdo_done_cb cb, void *arg, int status)
 	d->cb = cb;
 	d->arg = arg;
 	d->status = status;
-	list_add_tail(&e->deferred, &d->link);
+	tdo_list_add_tail(&e->deferred, &d->link);
 	eng_kick(e);
 	return 0;
 }
@@ -232,12 +232,12 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	if (!e->opts.ckpt_every)
 		e->opts.ckpt_every = 256ull << 20;
 	e->path = strdup(path);
-	list_init(&e->pending);
-	list_init(&e->pending_reloc);
-	list_init(&e->outstanding);
-	list_init(&e->flushes);
-	list_init(&e->deferred);
-	list_init(&e->ckpt_waiters);
+	tdo_list_init(&e->pending);
+	tdo_list_init(&e->pending_reloc);
+	tdo_list_init(&e->outstanding);
+	tdo_list_init(&e->flushes);
+	tdo_list_init(&e->deferred);
+	tdo_list_init(&e->ckpt_waiters);
 
 	dev_fi_env_check(); /* a TDO_FAULT_* this build ignores: say so */
 	err = dev_open(&e->dev, path, TDO_BACKEND_FILE, false, 0, e->opts.direct);
@@ -340,7 +340,7 @@ void eng_maybe_finish_close(struct tdo_engine *e)
 {
 	if (!e->closing || e->closing == 2)
 		return;
-	if (!wr_idle(e) || e->reads_inflight || e->clean || e->ckpt || !list_empty(&e->deferred))
+	if (!wr_idle(e) || e->reads_inflight || e->clean || e->ckpt || !tdo_list_empty(&e->deferred))
 		return;
 	e->closing = 2;
 	if (e->poison) {

@@ -14,25 +14,12 @@
 
 #include "testudo/engine.h"
 #include "testudo/format.h"
+#include "testudo/list.h"
 #include "testudo/util.h"
 
 #define SEG_MIN_SIZE     (1u << 20)
 #define SEG_DEFAULT_SIZE (4u << 20)
 #define LZ4_MAX_NSECT    7u   /* compressed payloads must save a sector */
-
-/* Intrusive doubly linked list. */
-struct list { struct list *prev, *next; };
-static inline void list_init(struct list *l) { l->prev = l->next = l; }
-static inline bool list_empty(const struct list *l) { return l->next == l; }
-static inline void list_add_tail(struct list *h, struct list *n)
-{
-	n->prev = h->prev; n->next = h; h->prev->next = n; h->prev = n;
-}
-static inline void list_del(struct list *n)
-{
-	n->prev->next = n->next; n->next->prev = n->prev; n->prev = n->next = n;
-}
-#define container_of(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
 
 static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
@@ -100,7 +87,7 @@ void dev_fi_env_check(void);
 
 enum ur_kind { UR_READ, UR_WRITE_SYNC };
 struct ur_op {
-	struct list link;           /* waiting for room in the ring */
+	struct tdo_list link;           /* waiting for room in the ring */
 	int kind;                   /* enum ur_kind */
 	uint8_t *buf;
 	uint32_t len;
@@ -325,16 +312,16 @@ struct vol {
 	uint32_t dur_epoch;         /* and its epoch; what a checkpoint records as vd_lsn */
 	struct idx idx;
 	uint64_t live;
-	struct list active;         /* struct wreq in flight (locks) */
-	struct list waiting;        /* struct wreq held back by an overlap */
+	struct tdo_list active;         /* struct wreq in flight (locks) */
+	struct tdo_list waiting;        /* struct wreq held back by an overlap */
 };
 
 /* A write-side request: write, zero, trim, volume op, flush, relocation. */
 enum wreq_kind { WR_WRITE, WR_ZERO, WR_TRIM, WR_VOLOP, WR_FLUSH, WR_RELOC };
 struct wreq {
-	struct list link;           /* pending queue, or a volume's waiting list */
-	struct list vlink;          /* volume's active list */
-	struct list olink;          /* engine's outstanding list (flush order) */
+	struct tdo_list link;           /* pending queue, or a volume's waiting list */
+	struct tdo_list vlink;          /* volume's active list */
+	struct tdo_list olink;          /* engine's outstanding list (flush order) */
 	struct tdo_engine *e;
 	int kind;
 	uint32_t vol;
@@ -391,10 +378,10 @@ struct tdo_engine {
 	uint64_t applied_seq;
 
 	/* write path */
-	struct list pending;        /* client wreqs ready for a batch */
-	struct list pending_reloc;  /* cleaner copies, they go first */
-	struct list outstanding;    /* every unfinished write-side wreq, by wid */
-	struct list flushes;        /* flushes waiting on older writes */
+	struct tdo_list pending;        /* client wreqs ready for a batch */
+	struct tdo_list pending_reloc;  /* cleaner copies, they go first */
+	struct tdo_list outstanding;    /* every unfinished write-side wreq, by wid */
+	struct tdo_list flushes;        /* flushes waiting on older writes */
 	uint64_t next_wid;
 	struct batch *inflight;     /* at most one batch at a time */
 	uint64_t log_since_ckpt;
@@ -402,14 +389,14 @@ struct tdo_engine {
 	/* deferred callbacks */
 	uv_async_t alive;           /* never sent: keeps the loop running while open */
 	uv_idle_t soon;             /* eng_kick: run kicked() next turn */
-	struct list deferred;
+	struct tdo_list deferred;
 
 	/* checkpoints */
 	struct ckpt_job *ckpt;      /* in flight */
 	uint64_t ckpt_seq;
 	uint64_t ckpt_log_seq;      /* replay start of the newest durable checkpoint */
 	bool ckpt_wanted;
-	struct list ckpt_waiters;
+	struct tdo_list ckpt_waiters;
 
 	/* cleaner */
 	struct clean_job *clean;

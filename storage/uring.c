@@ -39,7 +39,7 @@ struct uring {
 	struct tdo_engine *e;
 	unsigned unsubmitted;       /* prepared, not yet given to the kernel */
 	unsigned inkernel;          /* given, completion not reaped */
-	struct list wait;           /* ops that found no room */
+	struct tdo_list wait;           /* ops that found no room */
 	int closing;                /* handles still to close */
 	bool warned;                /* a submit failure was logged */
 	void (*closed)(struct tdo_engine *e);
@@ -117,11 +117,11 @@ static void prep_cb(uv_prepare_t *h)
 
 static void drain_wait(struct uring *u)
 {
-	while (!list_empty(&u->wait)) {
-		struct ur_op *op = container_of(u->wait.next, struct ur_op, link);
+	while (!tdo_list_empty(&u->wait)) {
+		struct ur_op *op = tdo_list_item(u->wait.next, struct ur_op, link);
 		if (!prep(u, op))
 			break;
-		list_del(&op->link);
+		tdo_list_del(&op->link);
 	}
 	submit_now(u);
 }
@@ -130,8 +130,8 @@ static void drain_wait(struct uring *u)
  * submit_now. */
 static void queue(struct uring *u, struct ur_op *op)
 {
-	if (!list_empty(&u->wait) || !prep(u, op))
-		list_add_tail(&u->wait, &op->link);
+	if (!tdo_list_empty(&u->wait) || !prep(u, op))
+		tdo_list_add_tail(&u->wait, &op->link);
 }
 
 static void requeue(struct uring *u, struct ur_op *op)
@@ -214,7 +214,7 @@ void ur_init(struct tdo_engine *e)
 	if (!u)
 		return;
 	u->e = e;
-	list_init(&u->wait);
+	tdo_list_init(&u->wait);
 	r = io_uring_queue_init(UR_DEPTH, &u->ring, 0);
 	if (r < 0) {
 		tdo_log(TDO_LOG_INFO, "uring", "io_uring unavailable (%s): reads and log writes use worker threads",
@@ -252,7 +252,7 @@ int ur_submit(struct tdo_engine *e, struct ur_op *op, bool more)
 	op->done = 0;
 	op->fi_gen = 0;
 	op->sync = false;
-	list_init(&op->link);
+	tdo_list_init(&op->link);
 	if (op->off + op->len > e->dev.size || op->off + op->len < op->off)
 		err = -EINVAL;
 	else if (op->kind == UR_WRITE_SYNC && !(err = dev_fi_before_write(&e->dev, op->off, op->len))) {

@@ -25,8 +25,8 @@ struct vol *vol_new(const struct tdo_vol_desc *d)
 	v->d = *d;
 	v->dur_lsn = d->vd_lsn;
 	v->dur_epoch = d->vd_epoch;
-	list_init(&v->active);
-	list_init(&v->waiting);
+	tdo_list_init(&v->active);
+	tdo_list_init(&v->waiting);
 	if (idx_init(&v->idx, (d->vd_size + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE)) {
 		free(v);
 		return NULL;
@@ -150,7 +150,7 @@ static int vol_for_change(struct tdo_engine *e, const char *name, bool idle, str
 		return err;
 	if (!name || !(v = eng_vol_by_name(e, name)))
 		return TDO_ENOVOL;
-	if (idle && (!list_empty(&v->active) || !list_empty(&v->waiting)))
+	if (idle && (!tdo_list_empty(&v->active) || !tdo_list_empty(&v->waiting)))
 		return -EBUSY;
 	*out = v;
 	return 0;
@@ -209,7 +209,7 @@ int tdo_vol_resize(struct tdo_engine *e, const char *name, uint64_t size,
 	err = check_size(e, size, vol_total_bytes(e) - round_up(v->d.vd_size, TDO_BLOCK_SIZE));
 	if (err)
 		return err;
-	if (!list_empty(&v->active) || !list_empty(&v->waiting))
+	if (!tdo_list_empty(&v->active) || !tdo_list_empty(&v->waiting))
 		return -EBUSY; /* writes in flight would land past a shrunk end */
 	err = vol_apply_resize(e, v, size);
 	if (err)
@@ -227,7 +227,7 @@ int tdo_vol_set_lsn(struct tdo_engine *e, const char *name, uint64_t lsn, uint32
 		return err;
 	if (lsn > IE_LSN_MASK || epoch == 0)
 		return -EINVAL;
-	if (!list_empty(&v->active) || !list_empty(&v->waiting))
+	if (!tdo_list_empty(&v->active) || !tdo_list_empty(&v->waiting))
 		return -EBUSY;
 	uint64_t old_lsn = v->d.vd_lsn;
 	uint32_t old_epoch = v->d.vd_epoch;

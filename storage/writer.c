@@ -73,8 +73,8 @@ static bool overlaps(const struct wreq *a, const struct wreq *b)
 
 static bool blocked_by_active(struct vol *v, struct wreq *w)
 {
-	for (struct list *l = v->active.next; l != &v->active; l = l->next) {
-		struct wreq *x = container_of(l, struct wreq, vlink);
+	for (struct tdo_list *l = v->active.next; l != &v->active; l = l->next) {
+		struct wreq *x = tdo_list_item(l, struct wreq, vlink);
 		if (x != w && overlaps(w, x) && (w->rmw || x->rmw))
 			return true;
 	}
@@ -83,8 +83,8 @@ static bool blocked_by_active(struct vol *v, struct wreq *w)
 
 static bool blocked_by_waiting(struct vol *v, struct wreq *w)
 {
-	for (struct list *l = v->waiting.next; l != &v->waiting; l = l->next) {
-		struct wreq *x = container_of(l, struct wreq, link);
+	for (struct tdo_list *l = v->waiting.next; l != &v->waiting; l = l->next) {
+		struct wreq *x = tdo_list_item(l, struct wreq, link);
 		if (x == w)
 			break; /* only those ahead of it */
 		if (overlaps(w, x))
@@ -107,7 +107,7 @@ static void enqueue(struct tdo_engine *e, struct wreq *w)
 		w->epoch = v->d.vd_epoch;
 	}
 	w->next_b = w->b0;
-	list_add_tail(w->kind == WR_RELOC ? &e->pending_reloc : &e->pending, &w->link);
+	tdo_list_add_tail(w->kind == WR_RELOC ? &e->pending_reloc : &e->pending, &w->link);
 	eng_kick(e);
 }
 
@@ -153,7 +153,7 @@ static void activate(struct tdo_engine *e, struct vol *v, struct wreq *w)
 	bool head_part, tail_part;
 	int err;
 
-	list_add_tail(&v->active, &w->vlink);
+	tdo_list_add_tail(&v->active, &w->vlink);
 	if (!w->rmw) {
 		enqueue(e, w);
 		return;
@@ -185,14 +185,14 @@ static void activate(struct tdo_engine *e, struct vol *v, struct wreq *w)
 
 static void release_waiters(struct tdo_engine *e, struct vol *v)
 {
-	struct list *l = v->waiting.next;
+	struct tdo_list *l = v->waiting.next;
 
 	while (l != &v->waiting) {
-		struct wreq *x = container_of(l, struct wreq, link);
+		struct wreq *x = tdo_list_item(l, struct wreq, link);
 		l = l->next;
 		if (blocked_by_active(v, x) || blocked_by_waiting(v, x))
 			continue;
-		list_del(&x->link);
+		tdo_list_del(&x->link);
 		activate(e, v, x);
 	}
 }
@@ -203,11 +203,11 @@ void wr_submit(struct tdo_engine *e, struct wreq *w)
 
 	w->e = e;
 	w->wid = ++e->next_wid;
-	list_init(&w->link);
-	list_init(&w->vlink);
-	list_init(&w->olink);
+	tdo_list_init(&w->link);
+	tdo_list_init(&w->vlink);
+	tdo_list_init(&w->olink);
 	if (w->kind != WR_RELOC)
-		list_add_tail(&e->outstanding, &w->olink);
+		tdo_list_add_tail(&e->outstanding, &w->olink);
 	if (w->kind == WR_VOLOP || w->kind == WR_RELOC) {
 		enqueue(e, w);
 		return;
@@ -217,7 +217,7 @@ void wr_submit(struct tdo_engine *e, struct wreq *w)
 	w->b1 = (w->off + w->len + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE;
 	w->rmw = w->off % TDO_BLOCK_SIZE || (w->off + w->len) % TDO_BLOCK_SIZE;
 	if (blocked_by_active(v, w) || blocked_by_waiting(v, w)) {
-		list_add_tail(&v->waiting, &w->link);
+		tdo_list_add_tail(&v->waiting, &w->link);
 		return;
 	}
 	activate(e, v, w);
@@ -236,9 +236,9 @@ static void complete(struct tdo_engine *e, struct wreq *w)
 		cln_reloc_done(e, w);
 		return;
 	}
-	list_del(&w->olink);
-	if (!list_empty(&w->vlink)) {
-		list_del(&w->vlink);
+	tdo_list_del(&w->olink);
+	if (!tdo_list_empty(&w->vlink)) {
+		tdo_list_del(&w->vlink);
 		v = eng_vol(e, w->vol);
 		if (v)
 			release_waiters(e, v);
@@ -253,14 +253,14 @@ static void complete(struct tdo_engine *e, struct wreq *w)
 
 void wr_check_flushes(struct tdo_engine *e)
 {
-	uint64_t oldest = list_empty(&e->outstanding) ? UINT64_MAX
-	                  : container_of(e->outstanding.next, struct wreq, olink)->wid;
+	uint64_t oldest = tdo_list_empty(&e->outstanding) ? UINT64_MAX
+	                  : tdo_list_item(e->outstanding.next, struct wreq, olink)->wid;
 
-	while (!list_empty(&e->flushes)) {
-		struct wreq *f = container_of(e->flushes.next, struct wreq, link);
+	while (!tdo_list_empty(&e->flushes)) {
+		struct wreq *f = tdo_list_item(e->flushes.next, struct wreq, link);
 		if (f->wid > oldest)
 			break;
-		list_del(&f->link);
+		tdo_list_del(&f->link);
 		f->cb(f->arg, e->poison ? -EIO : 0);
 		free(f);
 	}
@@ -606,11 +606,11 @@ static uint32_t reclaimable(struct tdo_engine *e)
 	return n;
 }
 
-static void fail_pending(struct tdo_engine *e, struct list *q)
+static void fail_pending(struct tdo_engine *e, struct tdo_list *q)
 {
-	while (!list_empty(q)) {
-		struct wreq *w = container_of(q->next, struct wreq, link);
-		list_del(&w->link);
+	while (!tdo_list_empty(q)) {
+		struct wreq *w = tdo_list_item(q->next, struct wreq, link);
+		tdo_list_del(&w->link);
 		w->status = e->poison;
 		w->next_b = w->b1;
 		w->meta_done = true;
@@ -628,24 +628,24 @@ static bool reloc_still_live(struct tdo_engine *e, struct wreq *w)
 }
 
 /* Fill B from queue Q while it fits in ROOM bytes. */
-static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t room)
+static void fill(struct tdo_engine *e, struct batch *b, struct tdo_list *q, uint32_t room)
 {
-	while (!list_empty(q) && b->n < TDO_BATCH_MAX_REC) {
-		struct wreq *w = container_of(q->next, struct wreq, link);
+	while (!tdo_list_empty(q) && b->n < TDO_BATCH_MAX_REC) {
+		struct wreq *w = tdo_list_item(q->next, struct wreq, link);
 		struct bitem it;
 		uint32_t raw, small;
 
 		if (w->kind == WR_RELOC && !reloc_still_live(e, w)) {
 			/* superseded since the cleaner read it: copying it now would
 			 * put an old version after the newer one in the log */
-			list_del(&w->link);
+			tdo_list_del(&w->link);
 				w->meta_done = true;
 			complete(e, w);
 			continue;
 		}
 		if (!next_item(e, w, &it)) {
 			/* nothing left to place (e.g. a zero-length op) */
-			list_del(&w->link);
+			tdo_list_del(&w->link);
 				complete(e, w);
 			continue;
 		}
@@ -669,7 +669,7 @@ static void fill(struct tdo_engine *e, struct batch *b, struct list *q, uint32_t
 		w->parts++;
 		advance(w, &it);
 		if (it.last) {
-			list_del(&w->link);
+			tdo_list_del(&w->link);
 			}
 		if (w->kind != WR_RELOC)
 			b->client = true;
@@ -690,7 +690,7 @@ void wr_schedule(struct tdo_engine *e)
 		return;
 	}
 	ckpt_poll(e);
-	if (list_empty(&e->pending) && list_empty(&e->pending_reloc))
+	if (tdo_list_empty(&e->pending) && tdo_list_empty(&e->pending_reloc))
 		return;
 
 	b = calloc(1, sizeof *b);
@@ -709,7 +709,7 @@ void wr_schedule(struct tdo_engine *e)
 			break;
 		/* nothing fitted: open a new segment (clients may not use the
 		 * cleaner's reserve) */
-		if (!new_head(e, list_empty(&e->pending_reloc)))
+		if (!new_head(e, tdo_list_empty(&e->pending_reloc)))
 			break;
 	}
 	if (!b->n) {
@@ -751,8 +751,8 @@ void wr_schedule(struct tdo_engine *e)
 
 bool wr_idle(struct tdo_engine *e)
 {
-	return !e->inflight && list_empty(&e->pending) && list_empty(&e->pending_reloc) &&
-	       list_empty(&e->outstanding) && list_empty(&e->flushes);
+	return !e->inflight && tdo_list_empty(&e->pending) && tdo_list_empty(&e->pending_reloc) &&
+	       tdo_list_empty(&e->outstanding) && tdo_list_empty(&e->flushes);
 }
 
 /* ---- public entry points ------------------------------------------------ */
@@ -856,7 +856,7 @@ int tdo_engine_flush(struct tdo_engine *e, tdo_done_cb cb, void *arg)
 	if (!f)
 		return -ENOMEM;
 	*f = (struct wreq){ .kind = WR_FLUSH, .cb = cb, .arg = arg, .wid = ++e->next_wid };
-	list_add_tail(&e->flushes, &f->link);
+	tdo_list_add_tail(&e->flushes, &f->link);
 	eng_kick(e);
 	return 0;
 }
