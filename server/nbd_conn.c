@@ -140,7 +140,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	if (c->state == CS_REQ_PAYLOAD && c->in_len == 0) {
 		/* the rest of a write's payload: straight into its buffer */
 		buf->base = (char *)c->payload + c->payload_got;
-		buf->len = c->req.length - c->payload_got;
+		buf->len = c->req.rq_length - c->payload_got;
 		return;
 	}
 	if (c->in_cap - c->in_len < IN_CHUNK / 4) {
@@ -214,7 +214,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (c->payload && buf->base == (char *)c->payload + c->payload_got) {
 		c->payload_got += (uint32_t)nread;
-		if (c->payload_got == c->req.length && tx_payload_done(c))
+		if (c->payload_got == c->req.rq_length && tx_payload_done(c))
 			return;
 	} else {
 		c->in_len += (size_t)nread;

@@ -15,6 +15,7 @@
  * length, or read past what was received.
  */
 #include <endian.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +37,8 @@ static void opt_reply(struct nbd_conn *c, uint32_t type, const void *data, uint3
 		conn_close(c, "out of memory");
 		return;
 	}
-	o->h.magic = htobe64(NBD_REP_MAGIC);
-	o->h.option = htobe32(c->opt);
-	o->h.type = htobe32(type);
-	o->h.length = htobe32(len);
+	o->h = (struct nbd_opt_reply){ .or_magic = htobe64(NBD_REP_MAGIC), .or_option = htobe32(c->opt),
+	                               .or_type = htobe32(type), .or_length = htobe32(len) };
 	if (len)
 		memcpy(o->data, data, len);
 	b = uv_buf_init((char *)o, (unsigned)(sizeof o->h + len));
@@ -55,20 +54,16 @@ static void opt_error(struct nbd_conn *c, uint32_t type, const char *msg)
 
 void hs_start(struct nbd_conn *c)
 {
-	struct {
-		uint64_t magic, opt;
-		uint16_t flags;
-	} __attribute__((packed)) *g = malloc(18);
+	struct nbd_greeting *g = malloc(sizeof *g);
 	uv_buf_t b;
 
 	if (!g) {
 		conn_close(c, "out of memory");
 		return;
 	}
-	g->magic = htobe64(NBD_MAGIC);
-	g->opt = htobe64(NBD_IHAVEOPT);
-	g->flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-	b = uv_buf_init((char *)g, 18);
+	*g = (struct nbd_greeting){ .gr_magic = htobe64(NBD_MAGIC), .gr_opt_magic = htobe64(NBD_IHAVEOPT),
+	                            .gr_flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES) };
+	b = uv_buf_init((char *)g, sizeof *g);
 	c->state = CS_CLIENT_FLAGS;
 	conn_send(c, &b, 1, g, NULL);
 }
@@ -113,13 +108,30 @@ static void enter_transmission(struct nbd_conn *c)
 
 static void info_export(struct nbd_conn *c)
 {
-	struct {
-		uint16_t type;
-		uint64_t size;
-		uint16_t flags;
-	} __attribute__((packed)) i = { htobe16(NBD_INFO_EXPORT), htobe64(c->size), htobe16(c->tflags) };
+	struct nbd_info_export i = { .ex_type = htobe16(NBD_INFO_EXPORT), .ex_size = htobe64(c->size),
+	                             .ex_flags = htobe16(c->tflags) };
 
 	opt_reply(c, NBD_REP_INFO, &i, sizeof i);
+}
+
+/* NBD_INFO_NAME or NBD_INFO_DESCRIPTION: the type, then TEXT without its NUL. */
+static void info_text(struct nbd_conn *c, uint16_t type, const char *text)
+{
+	struct nbd_info_text h = { .it_type = htobe16(type) };
+	uint8_t buf[sizeof h + 128];
+	size_t n = strnlen(text, sizeof buf - sizeof h);
+
+	memcpy(buf, &h, sizeof h);
+	memcpy(buf + sizeof h, text, n);
+	opt_reply(c, NBD_REP_INFO, buf, (uint32_t)(sizeof h + n));
+}
+
+static void info_block_size(struct nbd_conn *c)
+{
+	struct nbd_info_block_size bs = { .ib_type = htobe16(NBD_INFO_BLOCK_SIZE), .ib_min = htobe32(NBD_MIN_BLOCK),
+	                                  .ib_pref = htobe32(NBD_PREF_BLOCK), .ib_max = htobe32(NBD_MAX_PAYLOAD) };
+
+	opt_reply(c, NBD_REP_INFO, &bs, sizeof bs);
 }
 
 static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
@@ -156,25 +168,13 @@ static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		memcpy(&t, p + 6 + namelen + 2 * i, 2);
 		t = be16toh(t);
 		if (t == NBD_INFO_NAME) {
-			uint8_t buf[2 + TDO_NAME_MAX];
-			size_t n = strlen(c->name);
-			uint16_t ty = htobe16(NBD_INFO_NAME);
-			memcpy(buf, &ty, 2);
-			memcpy(buf + 2, c->name, n);
-			opt_reply(c, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+			info_text(c, NBD_INFO_NAME, c->name);
 		} else if (t == NBD_INFO_DESCRIPTION) {
-			char buf[2 + 128];
-			uint16_t ty = htobe16(NBD_INFO_DESCRIPTION);
-			int n = snprintf(buf + 2, sizeof buf - 2, "Testudo volume %s", c->name);
-			memcpy(buf, &ty, 2);
-			opt_reply(c, NBD_REP_INFO, buf, (uint32_t)(2 + n));
+			char desc[128];
+			snprintf(desc, sizeof desc, "Testudo volume %s", c->name);
+			info_text(c, NBD_INFO_DESCRIPTION, desc);
 		} else if (t == NBD_INFO_BLOCK_SIZE) {
-			struct {
-				uint16_t type;
-				uint32_t min, pref, max;
-			} __attribute__((packed)) bs = { htobe16(NBD_INFO_BLOCK_SIZE), htobe32(NBD_MIN_BLOCK),
-			                                 htobe32(NBD_PREF_BLOCK), htobe32(NBD_MAX_PAYLOAD) };
-			opt_reply(c, NBD_REP_INFO, &bs, sizeof bs);
+			info_block_size(c);
 		}
 		/* unknown information requests are ignored, as the protocol asks */
 	}
@@ -189,10 +189,8 @@ static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 {
 	char name[NBD_MAX_STRING + 1];
-	uint8_t reply[10 + 124];
-	uint16_t fl;
-	uint64_t sz;
-	size_t n;
+	struct nbd_export_name_reply *er;
+	uv_buf_t b;
 
 	if (len > NBD_MAX_STRING) {
 		conn_close(c, "NBD_OPT_EXPORT_NAME: name too long");
@@ -208,23 +206,15 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		conn_close(c, "unknown export");
 		return;
 	}
-	memset(reply, 0, sizeof reply);
-	sz = htobe64(c->size);
-	fl = htobe16(c->tflags);
-	memcpy(reply, &sz, 8);
-	memcpy(reply + 8, &fl, 2);
-	n = c->no_zeroes ? 10 : sizeof reply;
-	{
-		uint8_t *out = malloc(n);
-		uv_buf_t b;
-		if (!out) {
-			conn_close(c, "out of memory");
-			return;
-		}
-		memcpy(out, reply, n);
-		b = uv_buf_init((char *)out, (unsigned)n);
-		conn_send(c, &b, 1, out, NULL);
+	er = calloc(1, sizeof *er); /* the 124 reserved bytes are zero */
+	if (!er) {
+		conn_close(c, "out of memory");
+		return;
 	}
+	er->en_size = htobe64(c->size);
+	er->en_flags = htobe16(c->tflags);
+	b = uv_buf_init((char *)er, c->no_zeroes ? offsetof(struct nbd_export_name_reply, en_zeroes) : sizeof *er);
+	conn_send(c, &b, 1, er, NULL);
 	enter_transmission(c);
 }
 
@@ -240,13 +230,14 @@ static void do_list(struct nbd_conn *c, uint32_t len)
 		return opt_error(c, NBD_REP_ERR_PLATFORM, "out of memory");
 	n = tdo_vtier_list(c->d->vtier, vi, TDO_MAX_VOLS);
 	for (int i = 0; i < n && i < (int)TDO_MAX_VOLS; i++) {
-		uint8_t buf[4 + TDO_NAME_MAX + 128];
-		uint32_t nl = (uint32_t)strlen(vi[i].name), be = htobe32(nl);
+		uint32_t nl = (uint32_t)strlen(vi[i].name);
+		struct nbd_rep_server rs = { .rs_name_len = htobe32(nl) };
+		uint8_t buf[sizeof rs + TDO_NAME_MAX + 128];
 		int dl;
-		memcpy(buf, &be, 4);
-		memcpy(buf + 4, vi[i].name, nl);
-		dl = snprintf((char *)buf + 4 + nl, 128, "Testudo volume %s", vi[i].name);
-		opt_reply(c, NBD_REP_SERVER, buf, 4 + nl + (uint32_t)dl);
+		memcpy(buf, &rs, sizeof rs);
+		memcpy(buf + sizeof rs, vi[i].name, nl);
+		dl = snprintf((char *)buf + sizeof rs + nl, 128, "Testudo volume %s", vi[i].name);
+		opt_reply(c, NBD_REP_SERVER, buf, (uint32_t)sizeof rs + nl + (uint32_t)dl);
 	}
 	free(vi);
 	opt_reply(c, NBD_REP_ACK, NULL, 0);
@@ -306,11 +297,11 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		off += 4 + ql;
 	}
 	if (base) {
-		uint8_t buf[4 + sizeof NBD_META_BASE_ALLOCATION];
-		uint32_t id = htobe32(NBD_META_ID_BASE_ALLOCATION);
-		memcpy(buf, &id, 4);
-		memcpy(buf + 4, NBD_META_BASE_ALLOCATION, strlen(NBD_META_BASE_ALLOCATION));
-		opt_reply(c, NBD_REP_META_CONTEXT, buf, 4 + (uint32_t)strlen(NBD_META_BASE_ALLOCATION));
+		struct nbd_rep_meta_context mc = { .mc_id = htobe32(NBD_META_ID_BASE_ALLOCATION) };
+		uint8_t buf[sizeof mc + sizeof NBD_META_BASE_ALLOCATION];
+		memcpy(buf, &mc, sizeof mc);
+		memcpy(buf + sizeof mc, NBD_META_BASE_ALLOCATION, strlen(NBD_META_BASE_ALLOCATION));
+		opt_reply(c, NBD_REP_META_CONTEXT, buf, (uint32_t)(sizeof mc + strlen(NBD_META_BASE_ALLOCATION)));
 	}
 	if (set)
 		c->meta_base = base;
@@ -371,12 +362,12 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		if (n < sizeof h)
 			return 0;
 		memcpy(&h, p, sizeof h);
-		if (be64toh(h.magic) != NBD_IHAVEOPT) {
+		if (be64toh(h.oh_magic) != NBD_IHAVEOPT) {
 			c->d->met.handshakes_failed++;
 			conn_close(c, "bad option magic");
 			return -1;
 		}
-		len = be32toh(h.length);
+		len = be32toh(h.oh_length);
 		if (len > NBD_MAX_OPTION) {
 			c->d->met.handshakes_failed++;
 			conn_close(c, "option length too large");
@@ -389,7 +380,7 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			conn_close(c, "too many options");
 			return -1;
 		}
-		c->opt = be32toh(h.option);
+		c->opt = be32toh(h.oh_option);
 		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: option %u, %u bytes", (unsigned long long)c->id,
 		        c->opt, len);
 		handle_option(c, p + sizeof h, len);

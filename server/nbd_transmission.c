@@ -66,20 +66,27 @@ static int met_op_of(uint16_t type)
 
 /* ---- replies ------------------------------------------------------------ */
 
-struct reply_out {
-	union {
-		struct nbd_simple_reply s;
-		struct {
-			struct nbd_structured_reply h;
-			uint64_t offset;    /* OFFSET_DATA */
-		} __attribute__((packed)) sd;
-		struct {
-			struct nbd_structured_reply h;
-			uint32_t error;
-			uint16_t msglen;
-		} __attribute__((packed)) se;
-	} u;
+/* What goes before a reply's data (if any), in its own buffer. */
+union reply_out {
+	struct nbd_simple_reply s;
+	struct nbd_structured_reply none;   /* NBD_REPLY_TYPE_NONE */
+	struct nbd_chunk_offset_data data;
+	struct nbd_chunk_error err;
 };
+
+/* A structured reply chunk's header, the last of its request's. */
+static struct nbd_structured_reply chunk_hdr(const struct txreq *r, uint16_t type, uint32_t length)
+{
+	return (struct nbd_structured_reply){ .ch_magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC),
+	                                      .ch_flags = htobe16(NBD_REPLY_FLAG_DONE), .ch_type = htobe16(type),
+	                                      .ch_cookie = r->cookie, .ch_length = htobe32(length) };
+}
+
+static struct nbd_simple_reply simple_reply(const struct txreq *r, uint32_t nerr)
+{
+	return (struct nbd_simple_reply){ .sr_magic = htobe32(NBD_SIMPLE_REPLY_MAGIC), .sr_error = htobe32(nerr),
+	                                  .sr_cookie = r->cookie };  /* echoed as received */
+}
 
 /* Requests that fail are logged one line each, up to this many a second
  * per connection; the rest are counted, and the count is logged when the
@@ -126,7 +133,7 @@ static void finish(struct txreq *r, uint32_t nerr, int cause)
 static void reply_plain(struct txreq *r, uint32_t nerr)
 {
 	struct nbd_conn *c = r->c;
-	struct reply_out *o = calloc(1, sizeof *o);
+	union reply_out *o = malloc(sizeof *o);
 	uv_buf_t b;
 
 	if (!o) {
@@ -134,26 +141,17 @@ static void reply_plain(struct txreq *r, uint32_t nerr)
 		return;
 	}
 	if (!c->structured) {
-		o->u.s.magic = htobe32(NBD_SIMPLE_REPLY_MAGIC);
-		o->u.s.error = htobe32(nerr);
-		o->u.s.cookie = r->cookie;  /* echoed as received */
-		b = uv_buf_init((char *)&o->u.s, sizeof o->u.s);
+		o->s = simple_reply(r, nerr);
+		b = uv_buf_init((char *)&o->s, sizeof o->s);
 	} else if (!nerr) {
-		o->u.sd.h.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
-		o->u.sd.h.flags = htobe16(NBD_REPLY_FLAG_DONE);
-		o->u.sd.h.type = htobe16(NBD_REPLY_TYPE_NONE);
-		o->u.sd.h.cookie = r->cookie;
-		o->u.sd.h.length = 0;
-		b = uv_buf_init((char *)&o->u.sd.h, sizeof o->u.sd.h);
+		o->none = chunk_hdr(r, NBD_REPLY_TYPE_NONE, 0);
+		b = uv_buf_init((char *)&o->none, sizeof o->none);
 	} else {
-		o->u.se.h.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
-		o->u.se.h.flags = htobe16(NBD_REPLY_FLAG_DONE);
-		o->u.se.h.type = htobe16(NBD_REPLY_TYPE_ERROR);
-		o->u.se.h.cookie = r->cookie;
-		o->u.se.h.length = htobe32(6);
-		o->u.se.error = htobe32(nerr);
-		o->u.se.msglen = 0;
-		b = uv_buf_init((char *)&o->u.se, sizeof o->u.se);
+		/* no message: the payload is the error and a zero message length */
+		o->err = (struct nbd_chunk_error){
+			.er_hdr = chunk_hdr(r, NBD_REPLY_TYPE_ERROR, sizeof o->err - sizeof o->err.er_hdr),
+			.er_error = htobe32(nerr), .er_msg_len = 0 };
+		b = uv_buf_init((char *)&o->err, sizeof o->err);
 	}
 	conn_send(c, &b, 1, o, NULL);
 }
@@ -161,7 +159,7 @@ static void reply_plain(struct txreq *r, uint32_t nerr)
 static void reply_read(struct txreq *r)
 {
 	struct nbd_conn *c = r->c;
-	struct reply_out *o = calloc(1, sizeof *o);
+	union reply_out *o = malloc(sizeof *o);
 	uv_buf_t b[2];
 
 	if (!o) {
@@ -170,18 +168,15 @@ static void reply_read(struct txreq *r)
 		return;
 	}
 	if (!c->structured) {
-		o->u.s.magic = htobe32(NBD_SIMPLE_REPLY_MAGIC);
-		o->u.s.error = 0;
-		o->u.s.cookie = r->cookie;
-		b[0] = uv_buf_init((char *)&o->u.s, sizeof o->u.s);
+		o->s = simple_reply(r, 0);
+		b[0] = uv_buf_init((char *)&o->s, sizeof o->s);
 	} else {
-		o->u.sd.h.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
-		o->u.sd.h.flags = htobe16(NBD_REPLY_FLAG_DONE);
-		o->u.sd.h.type = htobe16(NBD_REPLY_TYPE_OFFSET_DATA);
-		o->u.sd.h.cookie = r->cookie;
-		o->u.sd.h.length = htobe32(8 + r->length);
-		o->u.sd.offset = htobe64(r->offset);
-		b[0] = uv_buf_init((char *)&o->u.sd, sizeof o->u.sd);
+		/* one chunk: the offset, then the data (at most NBD_MAX_PAYLOAD) */
+		o->data = (struct nbd_chunk_offset_data){
+			.od_hdr = chunk_hdr(r, NBD_REPLY_TYPE_OFFSET_DATA,
+			                    (uint32_t)sizeof o->data.od_offset + r->length),
+			.od_offset = htobe64(r->offset) };
+		b[0] = uv_buf_init((char *)&o->data, sizeof o->data);
 	}
 	b[1] = uv_buf_init((char *)r->buf, r->length);
 	conn_send(c, b, 2, o, r->buf); /* both freed once written */
@@ -206,7 +201,7 @@ static void rw_done(void *arg, int status)
 }
 
 struct bs_ctx {
-	uint8_t *out;
+	struct nbd_chunk_block_status *out; /* room for cap descriptors */
 	uint32_t n, cap;
 	bool one;
 };
@@ -214,18 +209,16 @@ struct bs_ctx {
 static int bs_extent(void *arg, uint64_t off, uint64_t len, unsigned state)
 {
 	struct bs_ctx *x = arg;
-	struct nbd_block_descriptor d;
 
 	(void)off;
 	if (x->n == x->cap)
 		return 1;
 	while (len) {
 		uint32_t l = len > 0x80000000u ? 0x80000000u : (uint32_t)len;
-		d.length = htobe32(l);
-		d.status_flags = htobe32((state & TDO_MAP_HOLE ? NBD_STATE_HOLE : 0) |
-		                         (state & TDO_MAP_ZERO ? NBD_STATE_ZERO : 0));
-		memcpy(x->out + sizeof(struct nbd_structured_reply) + 4 + (size_t)x->n * sizeof d, &d, sizeof d);
-		x->n++;
+		x->out->bs_desc[x->n++] = (struct nbd_block_descriptor){
+			.bd_length = htobe32(l),
+			.bd_status = htobe32((state & TDO_MAP_HOLE ? NBD_STATE_HOLE : 0) |
+			                     (state & TDO_MAP_ZERO ? NBD_STATE_ZERO : 0)) };
 		len -= l;
 		if (x->one || x->n == x->cap)
 			return 1;
@@ -237,17 +230,16 @@ static void do_block_status(struct txreq *r)
 {
 	struct nbd_conn *c = r->c;
 	struct bs_ctx x = { 0 };
-	struct nbd_structured_reply *h;
-	uint32_t id = htobe32(NBD_META_ID_BASE_ALLOCATION);
 	uint64_t len = r->length;
+	size_t payload;
 	uv_buf_t b;
 
 	if (r->offset + len > c->size)
 		len = c->size - r->offset;
 	x.cap = 1024;
 	x.one = r->flags & NBD_CMD_FLAG_REQ_ONE;
-	/* one buffer: reply header (20) is built in front of the payload */
-	x.out = malloc(sizeof *h + 4 + (size_t)x.cap * sizeof(struct nbd_block_descriptor));
+	/* one buffer: the chunk's header, context id and descriptors */
+	x.out = malloc(sizeof *x.out + (size_t)x.cap * sizeof x.out->bs_desc[0]);
 	if (!x.out) {
 		reply_plain(r, NBD_ENOMEM);
 		finish(r, NBD_ENOMEM, -ENOMEM);
@@ -260,14 +252,10 @@ static void do_block_status(struct txreq *r)
 		finish(r, nbd_errno(err), err);
 		return;
 	}
-	h = (struct nbd_structured_reply *)(void *)x.out;
-	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
-	h->flags = htobe16(NBD_REPLY_FLAG_DONE);
-	h->type = htobe16(NBD_REPLY_TYPE_BLOCK_STATUS);
-	h->cookie = r->cookie;
-	h->length = htobe32(4 + x.n * (uint32_t)sizeof(struct nbd_block_descriptor));
-	memcpy(x.out + sizeof *h, &id, 4);
-	b = uv_buf_init((char *)x.out, (unsigned)(sizeof *h + 4 + x.n * sizeof(struct nbd_block_descriptor)));
+	payload = sizeof x.out->bs_context + x.n * sizeof x.out->bs_desc[0];
+	x.out->bs_hdr = chunk_hdr(r, NBD_REPLY_TYPE_BLOCK_STATUS, (uint32_t)payload);
+	x.out->bs_context = htobe32(NBD_META_ID_BASE_ALLOCATION);
+	b = uv_buf_init((char *)x.out, (unsigned)(sizeof x.out->bs_hdr + payload));
 	conn_send(c, &b, 1, x.out, NULL);
 	finish(r, 0, 0);
 }
@@ -398,11 +386,11 @@ static struct txreq *new_req(struct nbd_conn *c)
 	if (!r)
 		return NULL;
 	r->c = c;
-	r->type = c->req.type;
-	r->flags = c->req.flags;
-	r->cookie = c->req.cookie;
-	r->offset = c->req.offset;
-	r->length = c->req.length;
+	r->type = c->req.rq_type;
+	r->flags = c->req.rq_flags;
+	r->cookie = c->req.rq_cookie;
+	r->offset = c->req.rq_offset;
+	r->length = c->req.rq_length;
 	r->t0 = tdo_now_usec();
 	r->op = met_op_of(r->type);
 	c->inflight++;
@@ -438,17 +426,17 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		if (n < sizeof q)
 			return 0;
 		memcpy(&q, p, sizeof q);
-		if (be32toh(q.magic) != NBD_REQUEST_MAGIC) {
+		if (be32toh(q.rq_magic) != NBD_REQUEST_MAGIC) {
 			c->d->met.protocol_errors++;
 			conn_close(c, "bad request magic");
 			return -1;
 		}
-		c->req.flags = be16toh(q.flags);
-		c->req.type = be16toh(q.type);
-		c->req.cookie = q.cookie; /* opaque: echoed in wire order */
-		c->req.offset = be64toh(q.offset);
-		c->req.length = be32toh(q.length);
-		if (c->req.type == NBD_CMD_DISC) {
+		c->req.rq_flags = be16toh(q.rq_flags);
+		c->req.rq_type = be16toh(q.rq_type);
+		c->req.rq_cookie = q.rq_cookie; /* opaque: echoed in wire order */
+		c->req.rq_offset = be64toh(q.rq_offset);
+		c->req.rq_length = be32toh(q.rq_length);
+		if (c->req.rq_type == NBD_CMD_DISC) {
 			c->disc = true;
 			tdo_log(TDO_LOG_INFO, "nbd", "connection %llu volume %s: NBD_CMD_DISC after %llu requests",
 			        (unsigned long long)c->id, c->name, (unsigned long long)c->requests);
@@ -456,26 +444,26 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			return sizeof q;
 		}
 		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: cmd %u flags 0x%x offset %llu length %u",
-		        (unsigned long long)c->id, c->req.type, c->req.flags,
-		        (unsigned long long)c->req.offset, c->req.length);
-		err = validate(c, &(struct txreq){ .type = c->req.type, .flags = c->req.flags,
-		                                   .offset = c->req.offset, .length = c->req.length }, &close);
+		        (unsigned long long)c->id, c->req.rq_type, c->req.rq_flags,
+		        (unsigned long long)c->req.rq_offset, c->req.rq_length);
+		err = validate(c, &(struct txreq){ .type = c->req.rq_type, .flags = c->req.rq_flags,
+		                                   .offset = c->req.rq_offset, .length = c->req.rq_length }, &close);
 		if (close) {
 			c->d->met.protocol_errors++;
 			conn_close(c, "impossible write length");
 			return -1;
 		}
-		if (c->req.type == NBD_CMD_WRITE) {
+		if (c->req.rq_type == NBD_CMD_WRITE) {
 			if (err) {
 				/* answer after the payload has been read and dropped */
-				c->drain_left = c->req.length;
+				c->drain_left = c->req.rq_length;
 				c->drain_err = err;
 				c->state = CS_REQ_DRAIN;
 				if (!c->drain_left && answer_drained(c))
 					return -1;
 				return sizeof q;
 			}
-			c->payload = malloc(c->req.length ? c->req.length : 1);
+			c->payload = malloc(c->req.rq_length ? c->req.rq_length : 1);
 			if (!c->payload) {
 				conn_close(c, "out of memory");
 				return -1;
@@ -500,13 +488,13 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		return c->closing ? -1 : (ssize_t)sizeof q;
 	}
 	case CS_REQ_PAYLOAD: {
-		size_t take = c->req.length - c->payload_got;
+		size_t take = c->req.rq_length - c->payload_got;
 
 		if (take > n)
 			take = n;
 		memcpy(c->payload + c->payload_got, p, take);
 		c->payload_got += (uint32_t)take;
-		if (c->payload_got == c->req.length && tx_payload_done(c))
+		if (c->payload_got == c->req.rq_length && tx_payload_done(c))
 			return -1;
 		return (ssize_t)take;
 	}

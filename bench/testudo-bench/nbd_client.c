@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,15 +213,15 @@ static int send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
 
 static int negotiate(int fd, const struct tb_uri *u, struct tb_export *ex, char *err, size_t errlen)
 {
-	struct { uint64_t magic, opt; uint16_t flags; } __attribute__((packed)) hello;
+	struct nbd_greeting hello;
 	int rc = xfer(fd, &hello, sizeof(hello), false);
 	if (rc)
 		return fail(err, errlen, rc, "%s: no greeting: %s", u->text, strerror(-rc));
-	if (be64toh(hello.magic) != NBD_MAGIC)
+	if (be64toh(hello.gr_magic) != NBD_MAGIC)
 		return fail(err, errlen, -EPROTO, "%s: not an NBD server", u->text);
-	if (be64toh(hello.opt) != NBD_IHAVEOPT)
+	if (be64toh(hello.gr_opt_magic) != NBD_IHAVEOPT)
 		return fail(err, errlen, -EPROTO, "%s: oldstyle NBD servers are not supported", u->text);
-	uint16_t sflags = be16toh(hello.flags);
+	uint16_t sflags = be16toh(hello.gr_flags);
 	if (!(sflags & NBD_FLAG_FIXED_NEWSTYLE))
 		return fail(err, errlen, -EPROTO, "%s: server is not fixed newstyle", u->text);
 	bool no_zeroes = sflags & NBD_FLAG_NO_ZEROES;
@@ -241,23 +242,19 @@ static int negotiate(int fd, const struct tb_uri *u, struct tb_export *ex, char 
 		struct nbd_opt_reply r;
 		if ((rc = xfer(fd, &r, sizeof(r), false)))
 			return fail(err, errlen, rc, "%s: handshake: %s", u->text, strerror(-rc));
-		uint32_t type = be32toh(r.type), len = be32toh(r.length);
-		if (be64toh(r.magic) != NBD_REP_MAGIC || be32toh(r.option) != NBD_OPT_GO || len > 65536)
+		uint32_t type = be32toh(r.or_type), len = be32toh(r.or_length);
+		if (be64toh(r.or_magic) != NBD_REP_MAGIC || be32toh(r.or_option) != NBD_OPT_GO || len > 65536)
 			return fail(err, errlen, -EPROTO, "%s: malformed option reply", u->text);
 		char data[65537];
 		if ((rc = xfer(fd, data, len, false)))
 			return fail(err, errlen, rc, "%s: handshake: %s", u->text, strerror(-rc));
 		data[len] = '\0';
-		if (type == NBD_REP_INFO && len >= 12) {
-			uint16_t it;
-			memcpy(&it, data, 2);
-			if (be16toh(it) == NBD_INFO_EXPORT) {
-				uint64_t sz;
-				uint16_t fl;
-				memcpy(&sz, data + 2, 8);
-				memcpy(&fl, data + 10, 2);
-				ex->size = be64toh(sz);
-				ex->flags = be16toh(fl);
+		if (type == NBD_REP_INFO && len >= sizeof(struct nbd_info_export)) {
+			struct nbd_info_export ie;
+			memcpy(&ie, data, sizeof(ie));
+			if (be16toh(ie.ex_type) == NBD_INFO_EXPORT) {
+				ex->size = be64toh(ie.ex_size);
+				ex->flags = be16toh(ie.ex_flags);
 				have_export = true;
 			}
 		} else if (type == NBD_REP_ACK) {
@@ -277,11 +274,10 @@ static int negotiate(int fd, const struct tb_uri *u, struct tb_export *ex, char 
 	if ((rc = send_opt(fd, NBD_OPT_EXPORT_NAME, u->export_name, (uint32_t)nl)))
 		return fail(err, errlen, rc, "%s: handshake: %s", u->text, strerror(-rc));
 	struct nbd_export_name_reply er;
-	char zeroes[124];
-	if ((rc = xfer(fd, &er, sizeof(er), false)) || (!no_zeroes && (rc = xfer(fd, zeroes, sizeof(zeroes), false))))
+	if ((rc = xfer(fd, &er, no_zeroes ? offsetof(struct nbd_export_name_reply, en_zeroes) : sizeof(er), false)))
 		return fail(err, errlen, rc, "%s: export '%s' refused: %s", u->text, u->export_name, strerror(-rc));
-	ex->size = be64toh(er.size);
-	ex->flags = be16toh(er.flags);
+	ex->size = be64toh(er.en_size);
+	ex->flags = be16toh(er.en_flags);
 	return 0;
 }
 

@@ -506,8 +506,8 @@ static bool parse(struct conn *c)
 		struct nbd_simple_reply h;
 		memcpy(&h, c->rx + p, sizeof(h));
 		p += sizeof(h);
-		uint64_t cookie = h.cookie;
-		if (be32toh(h.magic) != NBD_SIMPLE_REPLY_MAGIC) {
+		uint64_t cookie = h.sr_cookie;
+		if (be32toh(h.sr_magic) != NBD_SIMPLE_REPLY_MAGIC) {
 			conn_fail(c, "bad reply magic from server");
 			return false;
 		}
@@ -516,7 +516,7 @@ static bool parse(struct conn *c)
 			return false;
 		}
 		struct slot *s = &c->slots[cookie];
-		uint32_t err = be32toh(h.error);
+		uint32_t err = be32toh(h.sr_error);
 		if (s->type == NBD_CMD_READ && err == 0 && s->len) {
 			c->pl = s;
 			c->pl_got = 0;

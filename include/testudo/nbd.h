@@ -13,6 +13,7 @@
 #ifndef TESTUDO_NBD_H
 #define TESTUDO_NBD_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define NBD_MAGIC            0x4e42444d41474943ull /* "NBDMAGIC" */
@@ -127,57 +128,196 @@ enum {
 #define NBD_MAX_OPTION  (64u << 10)  /* longer option data closes the connection */
 #define NBD_MAX_STRING  4096u        /* export names, meta context queries */
 
+/*
+ * The structures on the wire, in the order a session meets them. All are
+ * packed (the protocol has no padding) and big-endian; member prefixes
+ * name the struct. A trailing [] member is the variable part the protocol
+ * puts after the fixed one: sizeof covers only the fixed part.
+ *
+ * Not structs here, because a variable-length field sits in their middle:
+ * the client's 32 bits of client flags after the greeting; the data of
+ * NBD_OPT_INFO/NBD_OPT_GO (32-bit name length, name, 16-bit count of
+ * information requests, that many 16-bit NBD_INFO_* types) and of
+ * NBD_OPT_{LIST,SET}_META_CONTEXT (32-bit name length, name, 32-bit query
+ * count, then each query as 32-bit length and string); nbd_handshake.c
+ * reads them field by field, each length checked against the option's.
+ */
 #pragma pack(push, 1)
-/* client -> server, after IHAVEOPT */
+
+/* Handshake phase. */
+
+/* server -> client, first thing on a connection: "S: 64 bits NBDMAGIC,
+ * 64 bits IHAVEOPT, 16 bits handshake flags" (newstyle negotiation). */
+struct nbd_greeting {
+	uint64_t gr_magic;          /* NBD_MAGIC */
+	uint64_t gr_opt_magic;      /* NBD_IHAVEOPT */
+	uint16_t gr_flags;          /* NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES */
+};
+
+/* client -> server, each option: "C: 64 bits IHAVEOPT, 32 bits option,
+ * 32 bits length of option data (unsigned), any data ... of length as
+ * specified above." */
 struct nbd_opt_hdr {
-	uint64_t magic;             /* NBD_IHAVEOPT */
-	uint32_t option;
-	uint32_t length;            /* bytes of option data that follow */
+	uint64_t oh_magic;          /* NBD_IHAVEOPT */
+	uint32_t oh_option;         /* NBD_OPT_* */
+	uint32_t oh_length;         /* bytes of option data that follow */
 };
-/* server -> client */
+
+/* server -> client, every answer to an option but EXPORT_NAME: "64 bits
+ * 0x3e889045565a9, 32 bits the option as sent by the client, 32 bits
+ * reply type, 32 bits length of the reply ... any data as required by the
+ * reply". An NBD_REP_ERR_* reply's data is a message for a human. */
 struct nbd_opt_reply {
-	uint64_t magic;             /* NBD_REP_MAGIC */
-	uint32_t option;
-	uint32_t type;
-	uint32_t length;
+	uint64_t or_magic;          /* NBD_REP_MAGIC */
+	uint32_t or_option;
+	uint32_t or_type;           /* NBD_REP_* */
+	uint32_t or_length;         /* bytes of reply data that follow */
 };
-/* the reply to NBD_OPT_EXPORT_NAME (124 zero bytes follow unless NO_ZEROES) */
+
+/* NBD_REP_SERVER data, one per export in answer to NBD_OPT_LIST: "32 bits,
+ * length of name (unsigned); MUST be no larger than the reply packet
+ * header length - 4; String, name of the export"; the rest of the reply
+ * is a description "suitable for direct display to a human being". */
+struct nbd_rep_server {
+	uint32_t rs_name_len;
+	char     rs_name[];         /* rs_name_len bytes, then the description */
+};
+
+/* NBD_REP_META_CONTEXT data: "32 bits, NBD metadata context ID. String,
+ * name of the metadata context" (valid UTF-8, no NUL: the reply's length
+ * says where it ends). */
+struct nbd_rep_meta_context {
+	uint32_t mc_id;
+	char     mc_name[];
+};
+
+/* NBD_REP_INFO data, NBD_INFO_EXPORT: "Mandatory information before a
+ * successful completion of NBD_OPT_INFO or NBD_OPT_GO ... length MUST be
+ * 12": "16 bits NBD_INFO_EXPORT, 64 bits size of the export in bytes
+ * (unsigned), 16 bits transmission flags". */
+struct nbd_info_export {
+	uint16_t ex_type;           /* NBD_INFO_EXPORT */
+	uint64_t ex_size;
+	uint16_t ex_flags;          /* NBD_FLAG_HAS_FLAGS | ... */
+};
+
+/* NBD_REP_INFO data, NBD_INFO_NAME and NBD_INFO_DESCRIPTION: "16 bits,
+ * NBD_INFO_NAME; String: name of the export, length - 2 bytes" (the same
+ * for the description); "length MUST be at least 2". */
+struct nbd_info_text {
+	uint16_t it_type;           /* NBD_INFO_NAME or NBD_INFO_DESCRIPTION */
+	char     it_text[];         /* the reply's length - 2 bytes, no NUL */
+};
+
+/* NBD_REP_INFO data, NBD_INFO_BLOCK_SIZE: "The length MUST be 14": "16
+ * bits NBD_INFO_BLOCK_SIZE, 32 bits minimum block size, 32 bits preferred
+ * block size, 32 bits maximum payload size". */
+struct nbd_info_block_size {
+	uint16_t ib_type;           /* NBD_INFO_BLOCK_SIZE */
+	uint32_t ib_min;            /* NBD_MIN_BLOCK */
+	uint32_t ib_pref;           /* NBD_PREF_BLOCK */
+	uint32_t ib_max;            /* NBD_MAX_PAYLOAD */
+};
+
+/* server -> client, the answer to NBD_OPT_EXPORT_NAME, which ends the
+ * handshake: "64 bits, size of the export in bytes (unsigned); 16 bits,
+ * transmission flags; 124 bytes, zeroes (reserved) (unless
+ * NBD_FLAG_C_NO_ZEROES was negotiated by the client)". Under NO_ZEROES
+ * only the bytes before en_zeroes are sent. */
 struct nbd_export_name_reply {
-	uint64_t size;
-	uint16_t flags;
+	uint64_t en_size;
+	uint16_t en_flags;          /* transmission flags */
+	uint8_t  en_zeroes[124];
 };
+
+/* Transmission phase. */
+
+/* client -> server, every request: "32 bits, 0x25609513, magic; 16 bits,
+ * command flags; 16 bits, type; 64 bits, cookie; 64 bits, offset
+ * (unsigned); 32 bits, length (unsigned); (length bytes of data if the
+ * request is of type NBD_CMD_WRITE)". The cookie is opaque: echoed in
+ * every reply to the request as it was received. */
 struct nbd_request {
-	uint32_t magic;             /* NBD_REQUEST_MAGIC */
-	uint16_t flags;
-	uint16_t type;
-	uint64_t cookie;
-	uint64_t offset;
-	uint32_t length;
+	uint32_t rq_magic;          /* NBD_REQUEST_MAGIC */
+	uint16_t rq_flags;          /* NBD_CMD_FLAG_* */
+	uint16_t rq_type;           /* NBD_CMD_* */
+	uint64_t rq_cookie;
+	uint64_t rq_offset;
+	uint32_t rq_length;
 };
+
+/* server -> client, the one reply to a request unless structured replies
+ * were negotiated: "32 bits, 0x67446698, magic; 32 bits, error (MAY be
+ * zero); 64 bits, cookie; (length bytes of data if the request is of type
+ * NBD_CMD_READ and error is zero)". */
 struct nbd_simple_reply {
-	uint32_t magic;             /* NBD_SIMPLE_REPLY_MAGIC */
-	uint32_t error;
-	uint64_t cookie;
+	uint32_t sr_magic;          /* NBD_SIMPLE_REPLY_MAGIC */
+	uint32_t sr_error;          /* NBD_E* */
+	uint64_t sr_cookie;
 };
+
+/* server -> client, the header of every structured reply chunk: "32 bits,
+ * 0x668e33ef, magic; 16 bits, flags; 16 bits, type; 64 bits, cookie; 32
+ * bits, length of payload (unsigned)". The chunk with NBD_REPLY_FLAG_DONE
+ * is the request's last. */
 struct nbd_structured_reply {
-	uint32_t magic;             /* NBD_STRUCTURED_REPLY_MAGIC */
-	uint16_t flags;
-	uint16_t type;
-	uint64_t cookie;
-	uint32_t length;            /* bytes of chunk payload that follow */
+	uint32_t ch_magic;          /* NBD_STRUCTURED_REPLY_MAGIC */
+	uint16_t ch_flags;          /* NBD_REPLY_FLAG_* */
+	uint16_t ch_type;           /* NBD_REPLY_TYPE_* */
+	uint64_t ch_cookie;
+	uint32_t ch_length;         /* bytes of chunk payload that follow */
 };
+
+/* An NBD_REPLY_TYPE_OFFSET_DATA chunk: "length MUST be at least 9 ... 64
+ * bits: offset (unsigned); length - 8 bytes: data". */
+struct nbd_chunk_offset_data {
+	struct nbd_structured_reply od_hdr;
+	uint64_t od_offset;         /* the data follows */
+};
+
+/* An NBD_REPLY_TYPE_ERROR chunk: "length MUST be at least 6": "32 bits:
+ * error (MUST be nonzero); 16 bits: message length (no more than header
+ * length - 6); message length bytes: optional string". */
+struct nbd_chunk_error {
+	struct nbd_structured_reply er_hdr;
+	uint32_t er_error;          /* NBD_E*, never 0 */
+	uint16_t er_msg_len;        /* the message follows */
+};
+
+/* One extent of a block status reply: "32 bits, length of the extent to
+ * which the status below applies (unsigned, MUST be nonzero); 32 bits,
+ * status flags". */
 struct nbd_block_descriptor {
-	uint32_t length;
-	uint32_t status_flags;
+	uint32_t bd_length;
+	uint32_t bd_status;         /* NBD_STATE_* for base:allocation */
+};
+
+/* An NBD_REPLY_TYPE_BLOCK_STATUS chunk: "length MUST be 4 + (a positive
+ * integer multiple of 8)": "32 bits, metadata context ID", then the
+ * descriptors; with NBD_CMD_FLAG_REQ_ONE exactly one. */
+struct nbd_chunk_block_status {
+	struct nbd_structured_reply bs_hdr;
+	uint32_t bs_context;        /* NBD_META_ID_BASE_ALLOCATION */
+	struct nbd_block_descriptor bs_desc[];
 };
 #pragma pack(pop)
+_Static_assert(sizeof(struct nbd_greeting) == 18, "greeting");
 _Static_assert(sizeof(struct nbd_opt_hdr) == 16, "option header");
 _Static_assert(sizeof(struct nbd_opt_reply) == 20, "option reply");
-_Static_assert(sizeof(struct nbd_export_name_reply) == 10, "export name reply");
+_Static_assert(sizeof(struct nbd_rep_server) == 4, "NBD_REP_SERVER, fixed part");
+_Static_assert(sizeof(struct nbd_rep_meta_context) == 4, "NBD_REP_META_CONTEXT, fixed part");
+_Static_assert(sizeof(struct nbd_info_export) == 12, "NBD_INFO_EXPORT");
+_Static_assert(sizeof(struct nbd_info_text) == 2, "NBD_INFO_NAME/DESCRIPTION, fixed part");
+_Static_assert(sizeof(struct nbd_info_block_size) == 14, "NBD_INFO_BLOCK_SIZE");
+_Static_assert(sizeof(struct nbd_export_name_reply) == 134, "export name reply");
+_Static_assert(offsetof(struct nbd_export_name_reply, en_zeroes) == 10, "export name reply, NO_ZEROES");
 _Static_assert(sizeof(struct nbd_request) == 28, "request");
 _Static_assert(sizeof(struct nbd_simple_reply) == 16, "simple reply");
-_Static_assert(sizeof(struct nbd_structured_reply) == 20, "structured reply");
+_Static_assert(sizeof(struct nbd_structured_reply) == 20, "structured reply chunk header");
+_Static_assert(sizeof(struct nbd_chunk_offset_data) == 28, "OFFSET_DATA chunk, before the data");
+_Static_assert(sizeof(struct nbd_chunk_error) == 26, "ERROR chunk, before the message");
 _Static_assert(sizeof(struct nbd_block_descriptor) == 8, "block descriptor");
+_Static_assert(sizeof(struct nbd_chunk_block_status) == 24, "BLOCK_STATUS chunk, before the descriptors");
 
 /* The one meta context we serve, and its id. */
 #define NBD_META_BASE_ALLOCATION "base:allocation"
