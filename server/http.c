@@ -51,8 +51,8 @@ struct wreq {
 	char data[];
 };
 
-static void conn_close(struct aconn *c);
-static void conn_process(struct aconn *c);
+static void aconn_close(struct aconn *c);
+static void aconn_process(struct aconn *c);
 static void read_on(struct aconn *c);
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -90,7 +90,7 @@ static void admin_maybe_free(struct admin *a)
 	}
 }
 
-static void conn_unref(struct aconn *c)
+static void aconn_unref(struct aconn *c)
 {
 	struct admin *a = c->a;
 
@@ -110,10 +110,10 @@ static void conn_unref(struct aconn *c)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-	conn_unref(h->data);
+	aconn_unref(h->data);
 }
 
-static void conn_close(struct aconn *c)
+static void aconn_close(struct aconn *c)
 {
 	if (c->state == AS_CLOSING)
 		return;
@@ -134,7 +134,7 @@ void http_hold(struct aconn *c)
 
 void http_release(struct aconn *c)
 {
-	conn_unref(c);
+	aconn_unref(c);
 }
 
 /* ---- replies ------------------------------------------------------------- */
@@ -148,7 +148,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 	if (c->state == AS_CLOSING)
 		return;
 	if (status < 0 || c->a->shutting) {
-		conn_close(c);
+		aconn_close(c);
 		return;
 	}
 	/* let the client read the reply: drain what it still sends, then close */
@@ -166,17 +166,17 @@ static void reply_written(struct aconn *c)
 	if (c->close_after) {
 		c->shut.data = c;
 		if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
-			conn_close(c);
+			aconn_close(c);
 		return;
 	}
 	c->state = AS_HEAD;
 	memset(&c->req, 0, sizeof c->req);
 	c->continue_sent = c->head_only = false;
 	uv_timer_start(&c->timer, on_timer, HTTP_REQ_MS, 0);
-	conn_process(c);
+	aconn_process(c);
 }
 
-static void on_write(uv_write_t *req, int status)
+static void on_http_write(uv_write_t *req, int status)
 {
 	struct wreq *w = req->data;
 	struct aconn *c = w->c;
@@ -186,7 +186,7 @@ static void on_write(uv_write_t *req, int status)
 	if (status < 0) {
 		if (c->state != AS_CLOSING)
 			tdo_log(TDO_LOG_DEBUG, "admin", "%s: write failed: %s", c->peer, uv_strerror(status));
-		conn_close(c);
+		aconn_close(c);
 		return;
 	}
 	if (final)
@@ -208,7 +208,7 @@ static int queue_write(struct aconn *c, const char *a, size_t alen, const char *
 	w->len = alen + blen;
 	w->req.data = w;
 	buf = uv_buf_init(w->data, (unsigned)w->len);
-	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) < 0) {
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_http_write) < 0) {
 		free(w);
 		return -EIO;
 	}
@@ -240,7 +240,7 @@ void http_reply(struct aconn *c, int status, const char *ctype, const char *extr
 	if (n < 0 || (size_t)n >= sizeof hdr ||
 	    queue_write(c, hdr, (size_t)n, body, c->head_only ? 0 : blen, true) < 0) {
 		tdo_log(TDO_LOG_ERROR, "admin", "%s: cannot queue a reply", c->peer);
-		conn_close(c);
+		aconn_close(c);
 	}
 }
 
@@ -258,7 +258,7 @@ static void send_interim_continue(struct aconn *c)
 
 	c->continue_sent = true;
 	if (queue_write(c, cont, sizeof cont - 1, NULL, 0, false) < 0)
-		conn_close(c);
+		aconn_close(c);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -273,12 +273,12 @@ static void on_timer(uv_timer_t *t)
 		return;
 	}
 	/* idle keep-alive, a reply nobody reads, or the linger is over */
-	conn_close(c);
+	aconn_close(c);
 }
 
 /* ---- reading and parsing --------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_http_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct aconn *c = h->data;
 
@@ -300,7 +300,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init(c->in ? c->in + c->in_len : NULL, (unsigned)(c->in_cap - c->in_len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_http_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct aconn *c = s->data;
 
@@ -310,21 +310,21 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (nread != UV_EOF && c->state != AS_LINGER)
 			tdo_log(TDO_LOG_DEBUG, "admin", "%s: read: %s", c->peer, uv_strerror((int)nread));
-		conn_close(c);
+		aconn_close(c);
 		return;
 	}
 	if (c->state == AS_LINGER)
 		return;
 	c->in_len += (size_t)nread;
-	conn_process(c);
+	aconn_process(c);
 }
 
 static void read_on(struct aconn *c)
 {
 	if (c->reading || c->state == AS_CLOSING)
 		return;
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
-		conn_close(c);
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_http_alloc, on_http_read) < 0) {
+		aconn_close(c);
 		return;
 	}
 	c->reading = true;
@@ -351,7 +351,7 @@ static void consume(struct aconn *c, size_t n)
 }
 
 /* Parse and answer what the input holds, in order, one request at a time. */
-static void conn_process(struct aconn *c)
+static void aconn_process(struct aconn *c)
 {
 	const char *why = NULL;
 	int n;
@@ -392,7 +392,7 @@ static void conn_process(struct aconn *c)
 
 /* ---- listener ---------------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_http_connection(uv_stream_t *server, int status)
 {
 	struct admin *a = server->data;
 	struct aconn *c;
@@ -423,7 +423,7 @@ static void on_connection(uv_stream_t *server, int status)
 	a->nconns++;
 	a->conns_total++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-		conn_close(c);
+		aconn_close(c);
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
@@ -454,7 +454,7 @@ int http_listen(struct daemon *d, const char *host, int port)
 	if (!a)
 		return UV_ENOMEM;
 	a->d = d;
-	err = tdo_tcp_listen(d->loop, &d->admin_listener, host, port, on_connection,
+	err = tdo_tcp_listen(d->loop, &d->admin_listener, host, port, on_http_connection,
 	                 d->admin_addr, sizeof d->admin_addr, NULL);
 	if (err) {
 		free(a);
@@ -485,5 +485,5 @@ void http_shutdown(struct daemon *d)
 	 * connection closes; everything else closes now */
 	for (struct aconn *c = a->conns; c; c = c->next)
 		if (c->state != AS_VOLUME_OP)
-			conn_close(c);
+			aconn_close(c);
 }

@@ -41,7 +41,7 @@ static void after_send(uv_write_t *w, int status)
 	free(s);
 }
 
-void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2)
+void nbd_conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2)
 {
 	struct send_req *s;
 
@@ -54,7 +54,7 @@ void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, vo
 	if (!s) {
 		free(free_me);
 		free(free_me2);
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	s->free_me = free_me;
@@ -64,7 +64,7 @@ void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, vo
 		free(free_me);
 		free(free_me2);
 		free(s);
-		conn_close(c, "write failed");
+		nbd_conn_close(c, "write failed");
 	}
 }
 
@@ -117,10 +117,10 @@ static void maybe_close_now(struct nbd_conn *c)
 	uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-void conn_close(struct nbd_conn *c, const char *why)
+void nbd_conn_close(struct nbd_conn *c, const char *why)
 {
 	if (!c->closing) {
-		conn_log_quiet_errors(c);
+		tx_log_quiet_errors(c);
 		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s%s%s closed: %s",
 		        (unsigned long long)c->id, c->peer, c->name[0] ? " volume " : "", c->name, why);
 		c->closing = true;
@@ -132,7 +132,7 @@ void conn_close(struct nbd_conn *c, const char *why)
 	maybe_close_now(c);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_nbd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct nbd_conn *c = h->data;
 
@@ -200,12 +200,12 @@ static void parse(struct nbd_conn *c)
 	}
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_nbd_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct nbd_conn *c = s->data;
 
 	if (nread < 0) {
-		conn_close(c, nread == UV_EOF ? (c->state <= CS_OPT_HEADER ? "client hung up during the handshake"
+		nbd_conn_close(c, nread == UV_EOF ? (c->state <= CS_OPT_HEADER ? "client hung up during the handshake"
 		                                                        : "client hung up")
 		                              : uv_strerror((int)nread));
 		return;
@@ -230,7 +230,7 @@ static void update_reading(struct nbd_conn *c)
 	            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < NBD_MAX_QUEUED;
 
 	if (want && !c->reading) {
-		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_nbd_alloc, on_nbd_read) == 0)
 			c->reading = true;
 	} else if (!want && c->reading) {
 		uv_read_stop((uv_stream_t *)&c->tcp);
@@ -238,7 +238,7 @@ static void update_reading(struct nbd_conn *c)
 	}
 }
 
-void conn_request_done(struct nbd_conn *c)
+void nbd_conn_request_done(struct nbd_conn *c)
 {
 	if (c->closing) {
 		maybe_close_now(c);
@@ -246,7 +246,7 @@ void conn_request_done(struct nbd_conn *c)
 	}
 	if (c->disc && c->inflight == 0) {
 		c->graceful = true;
-		conn_close(c, c->d->stopping ? "server shutting down" : "clean disconnect (NBD_CMD_DISC)");
+		nbd_conn_close(c, c->d->stopping ? "server shutting down" : "clean disconnect (NBD_CMD_DISC)");
 		return;
 	}
 	/* requests may be waiting in the buffer while reading was stopped */
@@ -284,7 +284,7 @@ static void conn_start(struct daemon *d, struct nbd_conn *c)
 	d->met.conns_open++;
 	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu from %s", (unsigned long long)c->id, c->peer);
 	if (d->stopping) {
-		conn_close(c, "server shutting down");
+		nbd_conn_close(c, "server shutting down");
 		return;
 	}
 	hs_start(c);
@@ -310,7 +310,7 @@ int nbd_conn_adopt(struct daemon *d, int fd)
 	return 0;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_nbd_connection(uv_stream_t *server, int status)
 {
 	struct daemon *d = server->data;
 	struct nbd_conn *c;
@@ -336,7 +336,7 @@ static void on_connection(uv_stream_t *server, int status)
 int nbd_listen(struct daemon *d, const char *host, int port)
 {
 	d->nbd_listener.data = d;
-	return tdo_tcp_listen(d->loop, &d->nbd_listener, host, port, on_connection, d->nbd_addr,
+	return tdo_tcp_listen(d->loop, &d->nbd_listener, host, port, on_nbd_connection, d->nbd_addr,
 	                  sizeof d->nbd_addr, NULL);
 }
 
@@ -360,7 +360,7 @@ void nbd_shutdown(struct daemon *d)
 		}
 		c->graceful = true;
 		if (c->inflight == 0)
-			conn_close(c, "server shutting down");
+			nbd_conn_close(c, "server shutting down");
 	}
 }
 
@@ -377,8 +377,8 @@ int nbd_conn_count(struct daemon *d, const char *name)
 void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why)
 {
 	for (struct nbd_conn *c = d->conns, *next; c; c = next) {
-		next = c->next; /* conn_close frees nothing now, but do not rely on it */
+		next = c->next; /* nbd_conn_close frees nothing now, but do not rely on it */
 		if (!c->closing && c->name[0] && strcmp(c->name, name) == 0)
-			conn_close(c, why);
+			nbd_conn_close(c, why);
 	}
 }

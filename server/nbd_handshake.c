@@ -34,7 +34,7 @@ static void opt_reply(struct nbd_conn *c, uint32_t type, const void *data, uint3
 	uv_buf_t b;
 
 	if (!o) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	o->h = (struct nbd_opt_reply){ .or_magic = htobe64(NBD_REP_MAGIC), .or_option = htobe32(c->opt),
@@ -42,7 +42,7 @@ static void opt_reply(struct nbd_conn *c, uint32_t type, const void *data, uint3
 	if (len)
 		memcpy(o->data, data, len);
 	b = uv_buf_init((char *)o, (unsigned)(sizeof o->h + len));
-	conn_send(c, &b, 1, o, NULL);
+	nbd_conn_send(c, &b, 1, o, NULL);
 }
 
 static void opt_error(struct nbd_conn *c, uint32_t type, const char *msg)
@@ -58,14 +58,14 @@ void hs_start(struct nbd_conn *c)
 	uv_buf_t b;
 
 	if (!g) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	*g = (struct nbd_greeting){ .gr_magic = htobe64(NBD_MAGIC), .gr_opt_magic = htobe64(NBD_IHAVEOPT),
 	                            .gr_flags = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES) };
 	b = uv_buf_init((char *)g, sizeof *g);
 	c->state = CS_CLIENT_FLAGS;
-	conn_send(c, &b, 1, g, NULL);
+	nbd_conn_send(c, &b, 1, g, NULL);
 }
 
 /* Forget the export chosen (INFO only looked, or it was refused). */
@@ -193,7 +193,7 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	uv_buf_t b;
 
 	if (len > NBD_MAX_STRING) {
-		conn_close(c, "NBD_OPT_EXPORT_NAME: name too long");
+		nbd_conn_close(c, "NBD_OPT_EXPORT_NAME: name too long");
 		return;
 	}
 	memcpy(name, p, len);
@@ -203,18 +203,18 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: NBD_OPT_EXPORT_NAME for unknown volume '%.64s'",
 		        (unsigned long long)c->id, c->peer, name);
 		drop_export(c);
-		conn_close(c, "unknown export");
+		nbd_conn_close(c, "unknown export");
 		return;
 	}
 	er = calloc(1, sizeof *er); /* the 124 reserved bytes are zero */
 	if (!er) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	er->en_size = htobe64(c->size);
 	er->en_flags = htobe16(c->tflags);
 	b = uv_buf_init((char *)er, c->no_zeroes ? offsetof(struct nbd_export_name_reply, en_zeroes) : sizeof *er);
-	conn_send(c, &b, 1, er, NULL);
+	nbd_conn_send(c, &b, 1, er, NULL);
 	enter_transmission(c);
 }
 
@@ -315,7 +315,7 @@ static void handle_option(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		return do_export_name(c, p, len);
 	case NBD_OPT_ABORT:
 		opt_reply(c, NBD_REP_ACK, NULL, 0);
-		conn_close(c, "client aborted the handshake");
+		nbd_conn_close(c, "client aborted the handshake");
 		return;
 	case NBD_OPT_LIST:
 		return do_list(c, len);
@@ -348,7 +348,7 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		f = be32toh(f);
 		if (!(f & NBD_FLAG_C_FIXED_NEWSTYLE) || (f & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))) {
 			c->d->met.handshakes_failed++;
-			conn_close(c, "client flags not fixed newstyle");
+			nbd_conn_close(c, "client flags not fixed newstyle");
 			return -1;
 		}
 		c->no_zeroes = f & NBD_FLAG_C_NO_ZEROES;
@@ -364,20 +364,20 @@ ssize_t hs_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		memcpy(&h, p, sizeof h);
 		if (be64toh(h.oh_magic) != NBD_IHAVEOPT) {
 			c->d->met.handshakes_failed++;
-			conn_close(c, "bad option magic");
+			nbd_conn_close(c, "bad option magic");
 			return -1;
 		}
 		len = be32toh(h.oh_length);
 		if (len > NBD_MAX_OPTION) {
 			c->d->met.handshakes_failed++;
-			conn_close(c, "option length too large");
+			nbd_conn_close(c, "option length too large");
 			return -1;
 		}
 		if (n < sizeof h + len)
 			return 0; /* wait for the whole option (bounded above) */
 		if (++c->nopts > NBD_MAX_OPTIONS) {
 			c->d->met.handshakes_failed++;
-			conn_close(c, "too many options");
+			nbd_conn_close(c, "too many options");
 			return -1;
 		}
 		c->opt = be32toh(h.oh_option);

@@ -71,12 +71,12 @@ struct nbd_conn {
 /* nbd_conn.c */
 /* Queue a write of N buffers; FREE_ME and FREE_ME2 (may be NULL) are
  * freed once it is written (the caller hands them over). */
-void conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2);
-void conn_close(struct nbd_conn *c, const char *why);
-/* Log how many failed requests went unlogged (nbd_transmission.c). */
-void conn_log_quiet_errors(struct nbd_conn *c);
+void nbd_conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2);
+/* Stop reading and close once nothing is in flight (WHY is logged); the
+ * connection is freed in the close callback, never here. */
+void nbd_conn_close(struct nbd_conn *c, const char *why);
 /* Called when a request finished: resume reading, close if due. */
-void conn_request_done(struct nbd_conn *c);
+void nbd_conn_request_done(struct nbd_conn *c);
 
 /* nbd_handshake.c */
 void hs_start(struct nbd_conn *c);
@@ -89,6 +89,8 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n);
 /* A write's payload is complete in c->payload: hand it to the engine.
  * 0, or -1 when the connection was closed. */
 int tx_payload_done(struct nbd_conn *c);
+/* Log how many failed requests went unlogged one by one. */
+void tx_log_quiet_errors(struct nbd_conn *c);
 /* The engine error or cause mapped to the NBD error code; the one place. */
 uint32_t nbd_errno(int err);
 

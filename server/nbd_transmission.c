@@ -94,7 +94,7 @@ static struct nbd_simple_reply simple_reply(const struct txreq *r, uint32_t nerr
  * write must not turn the log into a second copy of the traffic. */
 #define NBD_ERR_LOG_MAX 10
 
-void conn_log_quiet_errors(struct nbd_conn *c)
+void tx_log_quiet_errors(struct nbd_conn *c)
 {
 	if (c->err_quiet)
 		tdo_log(TDO_LOG_WARN, "nbd", "volume %s: %u more requests failed and were not logged one by one",
@@ -111,7 +111,7 @@ static void finish(struct txreq *r, uint32_t nerr, int cause)
 	           r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE ? r->length : 0, nerr ? 1 : 0);
 	if (nerr && cause) {
 		if (now - c->err_window >= 1000000) {
-			conn_log_quiet_errors(c);
+			tx_log_quiet_errors(c);
 			c->err_window = now;
 			c->err_logged = 0;
 		}
@@ -126,7 +126,7 @@ static void finish(struct txreq *r, uint32_t nerr, int cause)
 	}
 	c->inflight--;
 	free(r);
-	conn_request_done(c);
+	nbd_conn_request_done(c);
 }
 
 /* A reply without data: simple, or one structured NONE/ERROR chunk. */
@@ -137,7 +137,7 @@ static void reply_plain(struct txreq *r, uint32_t nerr)
 	uv_buf_t b;
 
 	if (!o) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	if (!c->structured) {
@@ -153,7 +153,7 @@ static void reply_plain(struct txreq *r, uint32_t nerr)
 			.er_error = htobe32(nerr), .er_msg_len = 0 };
 		b = uv_buf_init((char *)&o->err, sizeof o->err);
 	}
-	conn_send(c, &b, 1, o, NULL);
+	nbd_conn_send(c, &b, 1, o, NULL);
 }
 
 static void reply_read(struct txreq *r)
@@ -164,7 +164,7 @@ static void reply_read(struct txreq *r)
 
 	if (!o) {
 		free(r->buf);
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	if (!c->structured) {
@@ -179,7 +179,7 @@ static void reply_read(struct txreq *r)
 		b[0] = uv_buf_init((char *)&o->data, sizeof o->data);
 	}
 	b[1] = uv_buf_init((char *)r->buf, r->length);
-	conn_send(c, b, 2, o, r->buf); /* both freed once written */
+	nbd_conn_send(c, b, 2, o, r->buf); /* both freed once written */
 	r->buf = NULL;
 }
 
@@ -256,7 +256,7 @@ static void do_block_status(struct txreq *r)
 	x.out->bs_hdr = chunk_hdr(r, NBD_REPLY_TYPE_BLOCK_STATUS, (uint32_t)payload);
 	x.out->bs_context = htobe32(NBD_META_ID_BASE_ALLOCATION);
 	b = uv_buf_init((char *)x.out, (unsigned)(sizeof x.out->bs_hdr + payload));
-	conn_send(c, &b, 1, x.out, NULL);
+	nbd_conn_send(c, &b, 1, x.out, NULL);
 	finish(r, 0, 0);
 }
 
@@ -371,7 +371,7 @@ static int answer_drained(struct nbd_conn *c)
 
 	c->state = CS_REQ_HEADER;
 	if (!r) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return -1;
 	}
 	reply_plain(r, c->drain_err);
@@ -405,7 +405,7 @@ int tx_payload_done(struct nbd_conn *c)
 	c->state = CS_REQ_HEADER;
 	r = new_req(c);
 	if (!r) {
-		conn_close(c, "out of memory");
+		nbd_conn_close(c, "out of memory");
 		return -1;
 	}
 	r->buf = c->payload;
@@ -428,7 +428,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		memcpy(&q, p, sizeof q);
 		if (be32toh(q.rq_magic) != NBD_REQUEST_MAGIC) {
 			c->d->met.protocol_errors++;
-			conn_close(c, "bad request magic");
+			nbd_conn_close(c, "bad request magic");
 			return -1;
 		}
 		c->req.rq_flags = be16toh(q.rq_flags);
@@ -440,7 +440,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			c->disc = true;
 			tdo_log(TDO_LOG_INFO, "nbd", "connection %llu volume %s: NBD_CMD_DISC after %llu requests",
 			        (unsigned long long)c->id, c->name, (unsigned long long)c->requests);
-			conn_request_done(c);
+			nbd_conn_request_done(c);
 			return sizeof q;
 		}
 		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: cmd %u flags 0x%x offset %llu length %u",
@@ -450,7 +450,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		                                   .offset = c->req.rq_offset, .length = c->req.rq_length }, &close);
 		if (close) {
 			c->d->met.protocol_errors++;
-			conn_close(c, "impossible write length");
+			nbd_conn_close(c, "impossible write length");
 			return -1;
 		}
 		if (c->req.rq_type == NBD_CMD_WRITE) {
@@ -465,7 +465,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			}
 			c->payload = malloc(c->req.rq_length ? c->req.rq_length : 1);
 			if (!c->payload) {
-				conn_close(c, "out of memory");
+				nbd_conn_close(c, "out of memory");
 				return -1;
 			}
 			c->payload_got = 0;
@@ -474,7 +474,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		}
 		r = new_req(c);
 		if (!r) {
-			conn_close(c, "out of memory");
+			nbd_conn_close(c, "out of memory");
 			return -1;
 		}
 		if (err) {
