@@ -89,6 +89,11 @@ $(BUILD)/tests/unit/test_http: tests/unit/test_http.c $(BUILD)/server/http_parse
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
 
+# the NBD request validator on its own: it is pure, so nothing else is linked
+$(BUILD)/tests/unit/test_nbd_validate: tests/unit/test_nbd_validate.c $(BUILD)/server/nbd_validate.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
+
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka

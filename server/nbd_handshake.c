@@ -84,12 +84,12 @@ static void drop_export(struct nbd_conn *c)
 static uint32_t pick_export(struct nbd_conn *c, const char *name)
 {
 	drop_export(c);
-	if (tdo_vhandle_open(c->d->vtier, name, &c->vh, &c->size)) {
+	if (tdo_vhandle_open(c->d->vtier, name, &c->vh, &c->terms.size)) {
 		c->vh = NULL;
 		return NBD_REP_ERR_UNKNOWN;
 	}
 	snprintf(c->name, sizeof c->name, "%s", name);
-	c->tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	c->terms.tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
 	            NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_DF |
 	            NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
 	c->met = met_vol_get(&c->d->met, c->name);
@@ -100,16 +100,16 @@ static void enter_transmission(struct nbd_conn *c)
 {
 	c->state = CS_REQ_HEADER;
 	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: transmission flags 0x%x", (unsigned long long)c->id,
-	        c->tflags);
+	        c->terms.tflags);
 	tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: volume %s, %llu bytes, %s replies%s",
-	        (unsigned long long)c->id, c->peer, c->name, (unsigned long long)c->size,
-	        c->structured ? "structured" : "simple", c->meta_base ? ", base:allocation" : "");
+	        (unsigned long long)c->id, c->peer, c->name, (unsigned long long)c->terms.size,
+	        c->terms.structured ? "structured" : "simple", c->terms.meta_base ? ", base:allocation" : "");
 }
 
 static void info_export(struct nbd_conn *c)
 {
-	struct nbd_info_export i = { .ex_type = htobe16(NBD_INFO_EXPORT), .ex_size = htobe64(c->size),
-	                             .ex_flags = htobe16(c->tflags) };
+	struct nbd_info_export i = { .ex_type = htobe16(NBD_INFO_EXPORT), .ex_size = htobe64(c->terms.size),
+	                             .ex_flags = htobe16(c->terms.tflags) };
 
 	opt_reply(c, NBD_REP_INFO, &i, sizeof i);
 }
@@ -211,8 +211,8 @@ static void do_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		nbd_conn_close(c, "out of memory");
 		return;
 	}
-	er->en_size = htobe64(c->size);
-	er->en_flags = htobe16(c->tflags);
+	er->en_size = htobe64(c->terms.size);
+	er->en_flags = htobe16(c->terms.tflags);
 	b = uv_buf_init((char *)er, c->no_zeroes ? offsetof(struct nbd_export_name_reply, en_zeroes) : sizeof *er);
 	nbd_conn_send(c, &b, 1, er, NULL);
 	enter_transmission(c);
@@ -251,7 +251,7 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	struct tdo_vinfo vi;
 	bool base = false;
 
-	if (set && !c->structured)
+	if (set && !c->terms.structured)
 		return opt_error(c, NBD_REP_ERR_INVALID, "SET_META_CONTEXT needs structured replies first");
 	if (len < 8)
 		return opt_error(c, NBD_REP_ERR_INVALID, "option too short");
@@ -304,7 +304,7 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 		opt_reply(c, NBD_REP_META_CONTEXT, buf, (uint32_t)(sizeof mc + strlen(NBD_META_BASE_ALLOCATION)));
 	}
 	if (set)
-		c->meta_base = base;
+		c->terms.meta_base = base;
 	opt_reply(c, NBD_REP_ACK, NULL, 0);
 }
 
@@ -325,7 +325,7 @@ static void handle_option(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 	case NBD_OPT_STRUCTURED_REPLY:
 		if (len)
 			return opt_error(c, NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
-		c->structured = true;
+		c->terms.structured = true;
 		return opt_reply(c, NBD_REP_ACK, NULL, 0);
 	case NBD_OPT_LIST_META_CONTEXT:
 	case NBD_OPT_SET_META_CONTEXT:

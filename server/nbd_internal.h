@@ -3,7 +3,8 @@
  * The NBD front end's internals: one struct per connection, an ordered
  * state machine fed by the bytes libuv reads. nbd_conn.c owns the
  * connection (accept, buffers, writes, close), nbd_handshake.c the option
- * haggling, nbd_transmission.c the requests.
+ * haggling, nbd_transmission.c the requests, nbd_validate.c the one check
+ * every request passes first.
  */
 #ifndef TESTUDO_SERVER_NBD_INTERNAL_H
 #define TESTUDO_SERVER_NBD_INTERNAL_H
@@ -13,6 +14,18 @@
 #define NBD_MAX_OPTIONS   256     /* options per connection before we hang up */
 #define NBD_MAX_INFLIGHT  256     /* requests in flight before we stop reading */
 #define NBD_MAX_QUEUED    (64u << 20) /* reply bytes queued before we stop reading */
+
+/*
+ * What a request is checked against (nbd_validate): the export as the
+ * client was told of it and what the handshake negotiated. Written by
+ * nbd_handshake.c only; read by nbd_transmission.c.
+ */
+struct nbd_terms {
+	uint64_t size;              /* the export's size in bytes */
+	uint16_t tflags;            /* transmission flags sent (NBD_FLAG_*) */
+	bool structured;            /* NBD_OPT_STRUCTURED_REPLY negotiated */
+	bool meta_base;             /* base:allocation selected */
+};
 
 enum conn_state {
 	CS_CLIENT_FLAGS,            /* want the client's 4 flag bytes */
@@ -39,16 +52,13 @@ struct nbd_conn {
 
 	/* handshake */
 	bool no_zeroes;
-	bool structured;            /* NBD_OPT_STRUCTURED_REPLY negotiated */
-	bool meta_base;             /* base:allocation selected */
 	uint32_t opt;               /* option being answered */
 	uint32_t nopts;
 
 	/* the export, once chosen */
 	char name[TDO_NAME_MAX + 1];
 	struct tdo_vhandle *vh;     /* the volume tier's handle; owned, closed in on_closed */
-	uint64_t size;
-	uint16_t tflags;
+	struct nbd_terms terms;     /* size and flags; structured replies, meta context */
 	struct met_vol *met;
 
 	/* transmission */
@@ -93,5 +103,13 @@ int tx_payload_done(struct nbd_conn *c);
 void tx_log_quiet_errors(struct nbd_conn *c);
 /* The engine error or cause mapped to the NBD error code; the one place. */
 uint32_t nbd_errno(int err);
+
+/* nbd_validate.c */
+/* The one validator before the volume tier: RQ (host byte order, any
+ * command but NBD_CMD_DISC, which has no reply) against T. 0, or the NBD
+ * error to answer with; sets *CLOSE when the request cannot be answered
+ * in step (a write whose payload is longer than NBD_MAX_PAYLOAD). A
+ * rejected write's payload must still be read and dropped. */
+uint32_t nbd_validate(const struct nbd_terms *t, const struct nbd_request *rq, bool *close);
 
 #endif

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DESIGN: the transmission phase. Each 28-byte request goes through one
- * validator (magic, command, flags, length, range, alignment, read-only)
- * before the volume tier sees it; a rejected write still has its payload
+ * validator (the magic here, then nbd_validate.c: command, flags, length,
+ * range, alignment, read-only) before the volume tier sees it; a rejected write still has its payload
  * read and dropped, so the stream stays in step. Accepted requests go
  * through the connection's volume handle (testudo/vtier.h) with a
  * callback, and are answered in completion order, matched by cookie:
@@ -140,7 +140,7 @@ static void reply_plain(struct txreq *r, uint32_t nerr)
 		nbd_conn_close(c, "out of memory");
 		return;
 	}
-	if (!c->structured) {
+	if (!c->terms.structured) {
 		o->s = simple_reply(r, nerr);
 		b = uv_buf_init((char *)&o->s, sizeof o->s);
 	} else if (!nerr) {
@@ -167,7 +167,7 @@ static void reply_read(struct txreq *r)
 		nbd_conn_close(c, "out of memory");
 		return;
 	}
-	if (!c->structured) {
+	if (!c->terms.structured) {
 		o->s = simple_reply(r, 0);
 		b[0] = uv_buf_init((char *)&o->s, sizeof o->s);
 	} else {
@@ -234,8 +234,8 @@ static void do_block_status(struct txreq *r)
 	size_t payload;
 	uv_buf_t b;
 
-	if (r->offset + len > c->size)
-		len = c->size - r->offset;
+	if (r->offset + len > c->terms.size)
+		len = c->terms.size - r->offset;
 	x.cap = 1024;
 	x.one = r->flags & NBD_CMD_FLAG_REQ_ONE;
 	/* one buffer: the chunk's header, context id and descriptors */
@@ -260,65 +260,7 @@ static void do_block_status(struct txreq *r)
 	finish(r, 0, 0);
 }
 
-/* ---- validation and dispatch ---------------------------------------------- */
-
-/* 0, or the NBD error to answer with. Sets *CLOSE for what cannot be
- * answered in step (an impossible write length). */
-static uint32_t validate(struct nbd_conn *c, const struct txreq *r, bool *close)
-{
-	uint16_t allowed = 0;
-	bool ranged = true;
-
-	*close = false;
-	switch (r->type) {
-	case NBD_CMD_READ:
-		allowed = NBD_CMD_FLAG_DF;
-		if (r->length > NBD_MAX_PAYLOAD)
-			return NBD_EOVERFLOW;
-		break;
-	case NBD_CMD_WRITE:
-		allowed = NBD_CMD_FLAG_FUA;
-		if (r->length > NBD_MAX_PAYLOAD) {
-			*close = true;
-			return NBD_EINVAL;
-		}
-		break;
-	case NBD_CMD_FLUSH:
-		ranged = false;
-		if (r->offset || r->length)
-			return NBD_EINVAL;
-		break;
-	case NBD_CMD_TRIM:
-		allowed = NBD_CMD_FLAG_FUA;
-		break;
-	case NBD_CMD_WRITE_ZEROES:
-		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
-		break;
-	case NBD_CMD_CACHE:
-		break;
-	case NBD_CMD_BLOCK_STATUS:
-		allowed = NBD_CMD_FLAG_REQ_ONE;
-		if (!c->structured || !c->meta_base)
-			return NBD_EINVAL; /* no context was negotiated */
-		break;
-	default:
-		return NBD_EINVAL;
-	}
-	if (r->flags & ~allowed)
-		return NBD_EINVAL;
-	if (!ranged)
-		return 0;
-	if (r->length == 0)
-		return NBD_EINVAL;
-	if (r->offset % NBD_MIN_BLOCK || r->length % NBD_MIN_BLOCK)
-		return NBD_EINVAL;
-	if (r->offset > c->size || r->length > c->size - r->offset)
-		return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
-	if ((c->tflags & NBD_FLAG_READ_ONLY) &&
-	    (r->type == NBD_CMD_WRITE || r->type == NBD_CMD_TRIM || r->type == NBD_CMD_WRITE_ZEROES))
-		return NBD_EPERM;
-	return 0;
-}
+/* ---- dispatch (after nbd_validate.c) ------------------------------------- */
 
 static void submit(struct txreq *r)
 {
@@ -446,8 +388,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 		tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: cmd %u flags 0x%x offset %llu length %u",
 		        (unsigned long long)c->id, c->req.rq_type, c->req.rq_flags,
 		        (unsigned long long)c->req.rq_offset, c->req.rq_length);
-		err = validate(c, &(struct txreq){ .type = c->req.rq_type, .flags = c->req.rq_flags,
-		                                   .offset = c->req.rq_offset, .length = c->req.rq_length }, &close);
+		err = nbd_validate(&c->terms, &c->req, &close);
 		if (close) {
 			c->d->met.protocol_errors++;
 			nbd_conn_close(c, "impossible write length");
