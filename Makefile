@@ -94,6 +94,11 @@ $(BUILD)/tests/unit/test_nbd_validate: tests/unit/test_nbd_validate.c $(BUILD)/s
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
 
+# the per-volume counters on their own: metrics.c needs only libc
+$(BUILD)/tests/unit/test_metrics: tests/unit/test_metrics.c $(BUILD)/server/metrics.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
+
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka
