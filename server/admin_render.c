@@ -289,6 +289,85 @@ static void prom_vol(struct sbuf *b, const char *metric, const char *vol)
 	sb_printf(b, "\"");
 }
 
+/* The per-volume gauges, one family each, a sample for every volume of
+ * the volume tier's list. */
+static uint64_t vg_size(struct daemon *d, const struct tdo_vinfo *vi)
+{
+	(void)d;
+	return vi->size;
+}
+
+static uint64_t vg_used(struct daemon *d, const struct tdo_vinfo *vi)
+{
+	(void)d;
+	return vi->used_bytes;
+}
+
+static uint64_t vg_lsn(struct daemon *d, const struct tdo_vinfo *vi)
+{
+	(void)d;
+	return vi->lsn;
+}
+
+static uint64_t vg_connections(struct daemon *d, const struct tdo_vinfo *vi)
+{
+	return (uint64_t)nbd_conn_count(d, vi->name);
+}
+
+static const struct {
+	const char *name, *help;
+	uint64_t (*value)(struct daemon *d, const struct tdo_vinfo *vi);
+} vol_gauges[] = {
+	{ "testudo_volume_size_bytes", "Volume size.", vg_size },
+	{ "testudo_volume_used_bytes", "Live payload bytes of this node's copy of the volume.", vg_used },
+	{ "testudo_volume_lsn", "Newest LSN of this node's copy (the primary: the last given out).", vg_lsn },
+	{ "testudo_volume_connections", "Open NBD connections attached to the volume.", vg_connections },
+};
+
+/* The per-volume counters metrics.c keeps, one family each, a sample for
+ * every live slot (and, when per_op, every operation). */
+static uint64_t vc_ops(const struct met_vol *v, int op)
+{
+	return v->ops[op];
+}
+
+static uint64_t vc_errors(const struct met_vol *v, int op)
+{
+	return v->errors[op];
+}
+
+static uint64_t vc_read(const struct met_vol *v, int op)
+{
+	(void)op;
+	return v->bytes_read;
+}
+
+static uint64_t vc_written(const struct met_vol *v, int op)
+{
+	(void)op;
+	return v->bytes_written;
+}
+
+static const struct {
+	const char *name, *help;
+	bool per_op;
+	uint64_t (*value)(const struct met_vol *v, int op);
+} vol_counters[] = {
+	{ "testudo_volume_ops_total", "NBD requests completed, by volume and operation.", true, vc_ops },
+	{ "testudo_volume_errors_total", "NBD requests that failed, by volume and operation.", true, vc_errors },
+	{ "testudo_volume_read_bytes_total", "Bytes read by NBD clients.", false, vc_read },
+	{ "testudo_volume_written_bytes_total", "Bytes written by NBD clients.", false, vc_written },
+};
+
+/* Slot I of the metrics table when it holds a volume's figures: not free,
+ * not forgotten (a deleted volume's, still held by a closing connection). */
+static const struct met_vol *live_slot(const struct metrics *m, uint32_t i)
+{
+	const struct met_vol *v = &m->vols[i];
+
+	return v->name[0] && !v->forgotten ? v : NULL;
+}
+
 char *render_metrics(struct admin *a, size_t *len)
 {
 	struct daemon *d = a->d;
@@ -305,57 +384,32 @@ char *render_metrics(struct admin *a, size_t *len)
 	for (int i = 0; i < n; i++)
 		met_vol(m, vi[i].name);
 
-	prom_family(&b, "testudo_volume_size_bytes", "gauge", "Volume size.");
-	for (int i = 0; i < n; i++) {
-		prom_vol(&b, "testudo_volume_size_bytes", vi[i].name);
-		sb_printf(&b, "} %" PRIu64 "\n", vi[i].size);
-	}
-	prom_family(&b, "testudo_volume_used_bytes", "gauge", "Live payload bytes of this node's copy of the volume.");
-	for (int i = 0; i < n; i++) {
-		prom_vol(&b, "testudo_volume_used_bytes", vi[i].name);
-		sb_printf(&b, "} %" PRIu64 "\n", vi[i].used_bytes);
-	}
-	prom_family(&b, "testudo_volume_lsn", "gauge", "Newest LSN of this node's copy (the primary: the last given out).");
-	for (int i = 0; i < n; i++) {
-		prom_vol(&b, "testudo_volume_lsn", vi[i].name);
-		sb_printf(&b, "} %" PRIu64 "\n", vi[i].lsn);
-	}
-	prom_family(&b, "testudo_volume_connections", "gauge", "Open NBD connections attached to the volume.");
-	for (int i = 0; i < n; i++) {
-		prom_vol(&b, "testudo_volume_connections", vi[i].name);
-		sb_printf(&b, "} %d\n", nbd_conn_count(d, vi[i].name));
+	for (size_t g = 0; g < sizeof vol_gauges / sizeof vol_gauges[0]; g++) {
+		prom_family(&b, vol_gauges[g].name, "gauge", vol_gauges[g].help);
+		for (int i = 0; i < n; i++) {
+			prom_vol(&b, vol_gauges[g].name, vi[i].name);
+			sb_printf(&b, "} %" PRIu64 "\n", vol_gauges[g].value(d, &vi[i]));
+		}
 	}
 	free(vi);
 
-	prom_family(&b, "testudo_volume_ops_total", "counter", "NBD requests completed, by volume and operation.");
-	for (uint32_t i = 0; i < m->nvols; i++)
-		for (int op = 0; op < MET_NOPS && (m->vols[i].name[0] && !m->vols[i].forgotten); op++) {
-			prom_vol(&b, "testudo_volume_ops_total", m->vols[i].name);
-			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].ops[op]);
+	for (size_t k = 0; k < sizeof vol_counters / sizeof vol_counters[0]; k++) {
+		prom_family(&b, vol_counters[k].name, "counter", vol_counters[k].help);
+		for (uint32_t i = 0; i < m->nvols; i++) {
+			const struct met_vol *v = live_slot(m, i);
+			for (int op = 0; v && op < (vol_counters[k].per_op ? MET_NOPS : 1); op++) {
+				prom_vol(&b, vol_counters[k].name, v->name);
+				if (vol_counters[k].per_op)
+					sb_printf(&b, ",op=\"%s\"", met_op_name(op));
+				sb_printf(&b, "} %" PRIu64 "\n", vol_counters[k].value(v, op));
+			}
 		}
-	prom_family(&b, "testudo_volume_errors_total", "counter", "NBD requests that failed, by volume and operation.");
-	for (uint32_t i = 0; i < m->nvols; i++)
-		for (int op = 0; op < MET_NOPS && (m->vols[i].name[0] && !m->vols[i].forgotten); op++) {
-			prom_vol(&b, "testudo_volume_errors_total", m->vols[i].name);
-			sb_printf(&b, ",op=\"%s\"} %" PRIu64 "\n", met_op_name(op), m->vols[i].errors[op]);
-		}
-	prom_family(&b, "testudo_volume_read_bytes_total", "counter", "Bytes read by NBD clients.");
-	for (uint32_t i = 0; i < m->nvols; i++)
-		if ((m->vols[i].name[0] && !m->vols[i].forgotten)) {
-			prom_vol(&b, "testudo_volume_read_bytes_total", m->vols[i].name);
-			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_read);
-		}
-	prom_family(&b, "testudo_volume_written_bytes_total", "counter", "Bytes written by NBD clients.");
-	for (uint32_t i = 0; i < m->nvols; i++)
-		if ((m->vols[i].name[0] && !m->vols[i].forgotten)) {
-			prom_vol(&b, "testudo_volume_written_bytes_total", m->vols[i].name);
-			sb_printf(&b, "} %" PRIu64 "\n", m->vols[i].bytes_written);
-		}
+	}
 	prom_family(&b, "testudo_volume_request_duration_seconds", "histogram",
 	            "NBD request latency, by volume and operation (operations seen so far).");
 	for (uint32_t i = 0; i < m->nvols; i++) {
-		const struct met_vol *v = &m->vols[i];
-		for (int op = 0; op < MET_NOPS && v->name[0] && !v->forgotten; op++) {
+		const struct met_vol *v = live_slot(m, i);
+		for (int op = 0; v && op < MET_NOPS; op++) {
 			const struct met_hist *h = &v->lat[op];
 			if (h->count == 0)
 				continue;
