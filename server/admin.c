@@ -112,6 +112,22 @@ static const char *op_verb(int op)
 	}
 }
 
+/* Codes answered the same whatever the volume: the status, and the
+ * message (NULL: tdo_strerror()'s words). Those whose message names the
+ * volume are in reply_failure()'s switch; any other code is a 500. */
+static const struct {
+	int err, status;
+	const char *msg;
+} plain_failures[] = {
+	{ -EALREADY, 409, NULL },
+	{ -ETIMEDOUT, 504, NULL },
+	{ -EAGAIN, 503, NULL },
+	{ -ENOTCONN, 503, NULL },
+	{ -ESHUTDOWN, 503, "testudod is shutting down" },
+	{ -ENOMEM, 503, "testudod is out of memory" },
+	{ TDO_EPOISON, 500, "the engine stopped after a failed device write; see the daemon's log" },
+};
+
 /*
  * The one place a volume tier, engine or errno code becomes an HTTP
  * status and a message for the client: MSG when the volume tier gave one,
@@ -135,10 +151,6 @@ static void reply_failure(struct aconn *c, int err, const char *why)
 		status = 409;
 		snprintf(msg, sizeof msg, "a volume named '%s' already exists", name);
 		why = NULL;
-		break;
-	case -EALREADY:
-		status = 409;
-		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
 		break;
 	case TDO_ENOSPACE: {
 		struct tdo_engine_stats st;
@@ -175,30 +187,16 @@ static void reply_failure(struct aconn *c, int err, const char *why)
 		status = 400;
 		snprintf(msg, sizeof msg, "invalid volume name or size for '%s'", name);
 		break;
-	case -ETIMEDOUT:
-		status = 504;
-		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
-		break;
-	case -EAGAIN:
-	case -ENOTCONN:
-		status = 503;
-		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
-		break;
-	case -ESHUTDOWN:
-		status = 503;
-		snprintf(msg, sizeof msg, "testudod is shutting down");
-		break;
-	case -ENOMEM:
-		status = 503;
-		snprintf(msg, sizeof msg, "testudod is out of memory");
-		break;
-	case TDO_EPOISON:
-		status = 500;
-		snprintf(msg, sizeof msg, "the engine stopped after a failed device write; see the daemon's log");
-		break;
 	default:
 		status = 500;
 		snprintf(msg, sizeof msg, "%s", tdo_strerror(err));
+		for (size_t i = 0; i < sizeof plain_failures / sizeof plain_failures[0]; i++)
+			if (plain_failures[i].err == err) {
+				status = plain_failures[i].status;
+				if (plain_failures[i].msg)
+					snprintf(msg, sizeof msg, "%s", plain_failures[i].msg);
+				break;
+			}
 		break;
 	}
 	if (why && *why)
