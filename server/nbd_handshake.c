@@ -134,25 +134,47 @@ static void info_block_size(struct nbd_conn *c)
 	opt_reply(c, NBD_REP_INFO, &bs, sizeof bs);
 }
 
+/*
+ * The export name that opens the data P[0, LEN) of INFO, GO and the META
+ * context options: a 32-bit length, the name, then at least TAIL bytes
+ * more. Copied into NAME, NUL-terminated (a NUL inside it is the caller's
+ * to refuse); its length, or -1 after an NBD_REP_ERR_INVALID reply.
+ */
+static int opt_export_name(struct nbd_conn *c, const uint8_t *p, uint32_t len, uint32_t tail,
+                           char name[NBD_MAX_STRING + 1])
+{
+	uint32_t n;
+
+	if (len < 4 + tail) {
+		opt_error(c, NBD_REP_ERR_INVALID, "option too short");
+		return -1;
+	}
+	memcpy(&n, p, 4);
+	n = be32toh(n);
+	if (n > NBD_MAX_STRING || (uint64_t)n + 4 + tail > len) {
+		opt_error(c, NBD_REP_ERR_INVALID, "export name length does not fit the option");
+		return -1;
+	}
+	memcpy(name, p + 4, n);
+	name[n] = 0;
+	return (int)n;
+}
+
 static void do_info_go(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 {
+	int nl;
 	uint32_t namelen;
 	uint16_t nreq;
 	char name[NBD_MAX_STRING + 1];
 	uint32_t err;
 
-	if (len < 6)
-		return opt_error(c, NBD_REP_ERR_INVALID, "option too short");
-	memcpy(&namelen, p, 4);
-	namelen = be32toh(namelen);
-	if (namelen > NBD_MAX_STRING || (uint64_t)namelen + 6 > len)
-		return opt_error(c, NBD_REP_ERR_INVALID, "export name length does not fit the option");
+	if ((nl = opt_export_name(c, p, len, 2, name)) < 0)
+		return;
+	namelen = (uint32_t)nl;
 	memcpy(&nreq, p + 4 + namelen, 2);
 	nreq = be16toh(nreq);
 	if ((uint64_t)namelen + 6 + 2ull * nreq != len)
 		return opt_error(c, NBD_REP_ERR_INVALID, "information request count does not fit the option");
-	memcpy(name, p + 4, namelen);
-	name[namelen] = 0;
 	if (memchr(name, 0, namelen))
 		return opt_error(c, NBD_REP_ERR_INVALID, "export name contains NUL");
 	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: option %u for '%.64s' with %u information requests",
@@ -246,6 +268,7 @@ static void do_list(struct nbd_conn *c, uint32_t len)
 static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 {
 	bool set = c->opt == NBD_OPT_SET_META_CONTEXT;
+	int nl;
 	uint32_t namelen, nq, off;
 	char name[NBD_MAX_STRING + 1];
 	struct tdo_vinfo vi;
@@ -253,14 +276,9 @@ static void do_meta(struct nbd_conn *c, const uint8_t *p, uint32_t len)
 
 	if (set && !c->terms.structured)
 		return opt_error(c, NBD_REP_ERR_INVALID, "SET_META_CONTEXT needs structured replies first");
-	if (len < 8)
-		return opt_error(c, NBD_REP_ERR_INVALID, "option too short");
-	memcpy(&namelen, p, 4);
-	namelen = be32toh(namelen);
-	if (namelen > NBD_MAX_STRING || (uint64_t)namelen + 8 > len)
-		return opt_error(c, NBD_REP_ERR_INVALID, "export name length does not fit the option");
-	memcpy(name, p + 4, namelen);
-	name[namelen] = 0;
+	if ((nl = opt_export_name(c, p, len, 4, name)) < 0)
+		return;
+	namelen = (uint32_t)nl;
 	memcpy(&nq, p + 4 + namelen, 4);
 	nq = be32toh(nq);
 	off = 8 + namelen;
