@@ -25,18 +25,19 @@
 
 uint32_t nbd_validate(const struct nbd_terms *t, const struct nbd_request *rq, bool *close)
 {
-	uint16_t allowed = 0;
+	/* FUA is valid on every command once SEND_FUA is advertised (always,
+	 * here): the protocol says the server MUST accept it, even by ignoring it */
+	uint16_t allowed = NBD_CMD_FLAG_FUA;
 	bool ranged = true;
 
 	*close = false;
 	switch (rq->rq_type) {
 	case NBD_CMD_READ:
-		allowed = NBD_CMD_FLAG_DF;
+		allowed |= NBD_CMD_FLAG_DF;
 		if (rq->rq_length > NBD_MAX_PAYLOAD)
 			return NBD_EOVERFLOW;
 		break;
 	case NBD_CMD_WRITE:
-		allowed = NBD_CMD_FLAG_FUA;
 		if (rq->rq_length > NBD_MAX_PAYLOAD) {
 			*close = true;
 			return NBD_EINVAL;
@@ -48,15 +49,14 @@ uint32_t nbd_validate(const struct nbd_terms *t, const struct nbd_request *rq, b
 			return NBD_EINVAL;
 		break;
 	case NBD_CMD_TRIM:
-		allowed = NBD_CMD_FLAG_FUA;
 		break;
 	case NBD_CMD_WRITE_ZEROES:
-		allowed = NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+		allowed |= NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
 		break;
 	case NBD_CMD_CACHE:
 		break;
 	case NBD_CMD_BLOCK_STATUS:
-		allowed = NBD_CMD_FLAG_REQ_ONE;
+		allowed |= NBD_CMD_FLAG_REQ_ONE;
 		if (!t->structured || !t->meta_base)
 			return NBD_EINVAL; /* no context was negotiated */
 		break;

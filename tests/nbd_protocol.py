@@ -127,6 +127,13 @@ check("simple WRITE reply ok", err == 0 and cookie == 0x1122334455667788, "%d %x
 r.req(0, 0, 4096, cookie=7)
 err, cookie = r.simple()
 check("simple READ reply", err == 0 and cookie == 7 and r.recv(4096) == b"\x5a" * 4096)
+# SEND_FUA is advertised: FUA MUST be accepted on every command
+r.req(0, 0, 4096, flags=1, cookie=8)
+err, cookie = r.simple()
+check("READ with FUA accepted", err == 0 and cookie == 8 and r.recv(4096) == b"\x5a" * 4096, str(err))
+r.req(3, flags=1, cookie=9)
+err, cookie = r.simple()
+check("FLUSH with FUA accepted", err == 0 and cookie == 9, str(err))
 r.req(0, size - 512, 1024)
 err, _ = r.simple()
 check("READ past the end: EINVAL", err == errno.EINVAL, str(err))

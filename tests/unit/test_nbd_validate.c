@@ -71,10 +71,10 @@ static void assert_flags(uint16_t type, uint64_t off, uint32_t len, uint16_t all
 
 /* ---- flags, one command each ---- */
 
-static void test_read_takes_df_only(void **state)
+static void test_read_takes_df_and_fua(void **state)
 {
 	(void)state;
-	assert_flags(NBD_CMD_READ, 0, 4096, NBD_CMD_FLAG_DF);
+	assert_flags(NBD_CMD_READ, 0, 4096, NBD_CMD_FLAG_DF | NBD_CMD_FLAG_FUA);
 }
 
 static void test_write_takes_fua_only(void **state)
@@ -96,22 +96,24 @@ static void test_write_zeroes_takes_fua_no_hole_fast_zero(void **state)
 	             NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO);
 }
 
-static void test_block_status_takes_req_one_only(void **state)
+static void test_block_status_takes_req_one_and_fua(void **state)
 {
 	(void)state;
-	assert_flags(NBD_CMD_BLOCK_STATUS, 0, 4096, NBD_CMD_FLAG_REQ_ONE);
+	assert_flags(NBD_CMD_BLOCK_STATUS, 0, 4096, NBD_CMD_FLAG_REQ_ONE | NBD_CMD_FLAG_FUA);
 }
 
-static void test_cache_takes_no_flags(void **state)
+/* the protocol: with SEND_FUA advertised the server MUST accept FUA on
+ * every command (clients are known to set it on others than writes) */
+static void test_cache_takes_fua_only(void **state)
 {
 	(void)state;
-	assert_flags(NBD_CMD_CACHE, 0, 4096, 0);
+	assert_flags(NBD_CMD_CACHE, 0, 4096, NBD_CMD_FLAG_FUA);
 }
 
-static void test_flush_takes_no_flags(void **state)
+static void test_flush_takes_fua_only(void **state)
 {
 	(void)state;
-	assert_flags(NBD_CMD_FLUSH, 0, 0, 0);
+	assert_flags(NBD_CMD_FLUSH, 0, 0, NBD_CMD_FLAG_FUA);
 }
 
 /* ---- lengths and alignment ---- */
@@ -324,13 +326,13 @@ static void test_unknown_command_is_invalid(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_read_takes_df_only),
+		cmocka_unit_test(test_read_takes_df_and_fua),
 		cmocka_unit_test(test_write_takes_fua_only),
 		cmocka_unit_test(test_trim_takes_fua_only),
 		cmocka_unit_test(test_write_zeroes_takes_fua_no_hole_fast_zero),
-		cmocka_unit_test(test_block_status_takes_req_one_only),
-		cmocka_unit_test(test_cache_takes_no_flags),
-		cmocka_unit_test(test_flush_takes_no_flags),
+		cmocka_unit_test(test_block_status_takes_req_one_and_fua),
+		cmocka_unit_test(test_cache_takes_fua_only),
+		cmocka_unit_test(test_flush_takes_fua_only),
 		cmocka_unit_test(test_length_zero_is_invalid),
 		cmocka_unit_test(test_misaligned_offset_is_invalid),
 		cmocka_unit_test(test_misaligned_length_is_invalid),
