@@ -35,7 +35,7 @@ enum tdo_rm_type {
 	TDO_RM_PING = 4,     /* no payload; answered with PONG */
 	TDO_RM_PONG = 5,
 
-	/* the volume tier (replication/volume.c); ranges of types below */
+	/* the volume tier (replication/; dispatch.c checks each type) */
 	TDO_RM_FIRST_VOLUME = 16,
 	TDO_RM_VCONF = 16,   /* struct tdo_rm_vconf: a proposal, or a sync when vc_sync */
 	TDO_RM_VCONF_ACK = 17, /* struct tdo_rm_vconf_ack */
