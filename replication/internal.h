@@ -9,7 +9,7 @@
  * The files:
  *   vtier.c           entry points: start, stop, free, the tick, the
  *                     cluster's up and down hooks, handles, info, list
- *   dispatch.c        the cluster's message hook: checks, then handlers
+ *   dispatch.c        the cluster's message hook: a table of length rules
  *   state.c           the state file: load, snapshot, the off-loop writer
  *   vconf.c           the rules of a configuration (pure functions)
  *   config.c          proposals, roles, following a configuration locally
