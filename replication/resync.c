@@ -274,6 +274,7 @@ static void rs_copy_read_done(void *arg, int status)
 	struct rs_read *rr = arg;
 	struct vvol *v = rr->v;
 	struct resync *rs = rr->rs;
+	bool sent = false;          /* else RS may be freed already: it stopped */
 	if (work_done(v, rs, status, "a local read failed")) {
 		struct tdo_rm_io io = { .io_epoch = v->conf.vc_epoch, .io_op = TDO_RMOP_WRITE, .io_lsn = rr->tag,
 		                        .io_off = rr->block * TDO_BLOCK_SIZE, .io_len = (uint64_t)rr->count * TDO_BLOCK_SIZE };
@@ -285,11 +286,12 @@ static void rs_copy_read_done(void *arg, int status)
 		else {
 			rs->unacked += io.io_len;
 			rs->copied += rr->count;
+			sent = true;
 		}
 	}
 	free(rr->buf);
 	free(rr);
-	if (v->rs[rs->rep] == rs)
+	if (sent)
 		rs_pump(v, rs);
 }
 
