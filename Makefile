@@ -99,6 +99,13 @@ $(BUILD)/tests/unit/test_metrics: tests/unit/test_metrics.c $(BUILD)/server/metr
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iserver -o $@ $(filter %.c %.o,$^) $(LDFLAGS) -lcmocka
 
+# the rules of a volume configuration on their own (replication/vconf.c is
+# pure); peer.c brings tdo_node_id_valid, and net.c what peer.c needs
+$(BUILD)/tests/unit/test_vconf: tests/unit/test_vconf.c $(BUILD)/replication/vconf.o $(BUILD)/replication/peer.o \
+		$(BUILD)/replication/net.o $(LIBSTORAGE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ireplication -o $@ $(filter %.c %.o %.a,$^) $(LDFLAGS) $(LDLIBS) -lcmocka
+
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBSTORAGE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Istorage -o $@ $< $(LIBSTORAGE) $(LDFLAGS) $(LDLIBS) -lcmocka
