@@ -203,15 +203,13 @@ void cfg_change_done(struct vvol *v, struct change *ch, int status, const char *
 	free(ch);
 }
 
-static void propose_next(struct vvol *v);
-
 void cfg_prop_finish(struct vvol *v, int status, const char *why)
 {
 	struct proposal *p = v->prop;
 	v->prop = NULL;
 	cfg_change_done(v, p->ch, status, why);
 	free(p);
-	propose_next(v);
+	cfg_propose_next(v);
 }
 
 /* The accepted proposal's configuration is durable here (or not). */
@@ -225,6 +223,11 @@ static void prop_stored(struct tdo_vtier *vt, int status, void *arg)
 	st_unstage(v, &p->conf);
 	if (status) {
 		cfg_prop_finish(v, -EIO, "cannot store the state file");
+		return;
+	}
+	if (!vconf_newer(&p->conf, &v->conf)) {
+		/* a peer's newer configuration came into force meanwhile */
+		cfg_prop_finish(v, -EAGAIN, "another node holds a newer configuration");
 		return;
 	}
 	/* in force: now, and only now, it is this node's configuration (a
@@ -265,10 +268,12 @@ static bool make_change(struct vvol *v, struct change *ch, struct tdo_rm_vconf *
 	return vconf_change(&v->conf, ch, &self, out, why, wl);
 }
 
-static void propose_next(struct vvol *v)
+void cfg_propose_next(struct vvol *v)
 {
 	struct tdo_vtier *vt = v->vt;
-	while (!v->prop && !tdo_list_empty(&v->changes) && !vt->stopping) {
+	/* a change is made from the configuration in force, so none starts
+	 * while a peer's newer one is being stored (its store calls again) */
+	while (!v->prop && !v->staged && !tdo_list_empty(&v->changes) && !vt->stopping) {
 		struct change *ch = tdo_list_item(v->changes.next, struct change, link);
 		tdo_list_del(&ch->link);
 		struct tdo_rm_vconf c;
@@ -306,7 +311,7 @@ static void propose_next(struct vvol *v)
 void cfg_queue_change(struct vvol *v, struct change *ch)
 {
 	tdo_list_add_tail(&v->changes, &ch->link);
-	propose_next(v);
+	cfg_propose_next(v);
 }
 
 /* Propose replica REP in STATE; DONE gets REP as its argument. False when

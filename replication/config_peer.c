@@ -79,6 +79,8 @@ static void vconf_stored(struct tdo_vtier *vt, int status, void *arg)
 	if (status) {
 		if (!sync)
 			vconf_ack(vt, peer, &c, false, "cannot store the state file", NULL);
+		if (!v->prop)
+			cfg_propose_next(v);
 		return;
 	}
 	if (vconf_newer(&c, &v->conf))
@@ -90,6 +92,8 @@ static void vconf_stored(struct tdo_vtier *vt, int status, void *arg)
 		vconf_ack(vt, peer, &c, true, NULL, NULL);
 	if (v->prop)
 		cfg_prop_check(v);
+	else
+		cfg_propose_next(v); /* changes held while this was stored */
 	fwd_retry(vt);
 }
 

@@ -14,7 +14,7 @@
  *   vconf.c           the rules of a configuration (pure functions)
  *   config.c          proposals, roles, following a configuration locally
  *   config_peer.c     configurations from peers, and the answers to them
- *   admin.c           the operator's create, delete and resize
+ *   manage.c          the operator's create, delete and resize
  *   write.c           the write path: primary and replica side
  *   forward.c         client requests forwarded to the primary
  *   resync.c          resync, the primary's side
@@ -217,9 +217,8 @@ struct resync {
  *  - held is not empty only while gate != 0 on the primary: rs_free
  *    admits it when the gate opens, a step-down forwards it to the new
  *    primary, the stop fails it
- *  - gate counts the resyncs with gated set. NOT QUITE: a step-down
- *    (wr_step_down) sets it to 0 while an aborted, busy, gated resync may
- *    remain; its rs_free later takes gate below 0
+ *  - gate counts the resyncs with gated set (a step-down, wr_step_down,
+ *    clears every gated with it, so it never goes below 0)
  *  - a bit of marking means a change taking that replica out of date is
  *    queued or proposed (wr_mark_out_of_date); its end clears the bit, a
  *    step-down clears them all
@@ -236,9 +235,9 @@ struct resync {
  *  - staged: the state file is written with want instead of conf, until
  *    the store that staged it ends (st_unstage) or a later staging
  *    replaces want. A peer's configuration is staged only when newer
- *    than st_conf_want(); a proposal is built from conf, so one staged
- *    while a peer's newer configuration is being stored can be older
- *    than that one (a race, not handled)
+ *    than st_conf_want(); a proposal is built from conf, so none starts
+ *    while staged (cfg_propose_next), and one that comes into force
+ *    after a newer configuration did is dropped (prop_stored)
  *  - gen rises whenever vconf_live(&conf) changes (cfg_set)
  *  - reconcile deletes or resizes the copy only when io_active == 0 and
  *    inflight is empty
@@ -272,7 +271,7 @@ struct vvol {
 	int ack_peer;               /* a VCONF answer waiting for the local create, -1: none */
 	struct tdo_rm_vconf ack_conf;
 	tdo_vt_cb admin_cb;         /* an operator's change in force, answered once this */
-	void *admin_arg;            /*   node's copy has followed it (admin.c) */
+	void *admin_arg;            /*   node's copy has followed it (manage.c) */
 	uint64_t gen;               /* rises whenever the volume comes to exist or is deleted */
 	/* a configuration being stored before it comes into force: the state
 	 * file is written with it instead of conf (state.c only) */
@@ -437,6 +436,9 @@ void cfg_prop_finish(struct vvol *v, int status, const char *why);
 void cfg_prop_check(struct vvol *v);
 /* Queue CH (ownership passes) and propose it when nothing is in flight. */
 void cfg_queue_change(struct vvol *v, struct change *ch);
+/* Propose the next queued change, unless a proposal is open or a peer's
+ * configuration is being stored (staged): changes start from conf. */
+void cfg_propose_next(struct vvol *v);
 /* Propose replica REP in STATE; DONE gets REP as its argument. False when
  * out of memory (nothing queued). */
 bool cfg_queue_state(struct vvol *v, int rep, uint32_t state,
@@ -452,7 +454,7 @@ void cfgp_on_vconf(struct tdo_vtier *vt, int peer, const struct tdo_rm_vconf *c)
 void cfgp_on_vconf_ack(struct tdo_vtier *vt, int peer, const struct tdo_rm_vconf_ack *a, const void *tail,
                        uint32_t tlen);
 
-/* ---- admin.c: the operator's changes -------------------------------------- */
+/* ---- manage.c: the operator's changes ------------------------------------- */
 
 /* An operator's change in force waits for this node's copy: answer it
  * once the copy has followed, or could not (STATUS). */

@@ -37,8 +37,9 @@ struct sum_job {
 	/* a local computation answers either a peer or the verify job */
 	int reply_peer;
 	uint64_t reply_id;
-	struct verify *ver;
+	struct verify *ver;         /* NULL once the verify ended without it (orphan) */
 	int ver_slot;
+	bool orphan;                /* nobody waits: finish by freeing */
 };
 
 struct verify {
@@ -52,6 +53,7 @@ struct verify {
 	tdo_vt_verify_cb cb;
 	void *arg;
 	uint64_t deadline_usec;
+	struct sum_job *local;      /* this node's own checksum job while it runs */
 	struct tdo_list link;
 };
 
@@ -80,7 +82,10 @@ static void sum_io_done(void *arg, int status)
 
 static void sum_finish(struct sum_job *j)
 {
-	if (j->ver) {
+	if (j->orphan) {
+		free(j->sums); /* the verify ended (stop, timeout) while this read */
+	} else if (j->ver) {
+		j->ver->local = NULL;
 		verify_slot_done(j->ver, j->ver_slot, j->status, j->status ? NULL : j->sums);
 		if (j->status)
 			free(j->sums);
@@ -122,9 +127,11 @@ static int sum_start(struct tdo_vtier *vt, const char *name, uint64_t region, ui
 	struct vvol *v = vt_find_vol(vt, name);
 	if (!v || v->local_id < 0)
 		return TDO_ENOVOL;
+	/* the region (a peer's number) is checked before it divides anything */
+	if (region == 0 || region > (8u << 20) || region % TDO_SECTOR_SIZE)
+		return -EINVAL;
 	uint64_t nreg = (v->conf.vc_size + region - 1) / region;
-	if (region == 0 || region > (8u << 20) || region % TDO_SECTOR_SIZE || first > nreg || count > nreg - first ||
-	    count > SUM_MAX_REGIONS)
+	if (first > nreg || count > nreg - first || count > SUM_MAX_REGIONS)
 		return -EINVAL;
 	struct sum_job *j = calloc(1, sizeof(*j));
 	if (!j)
@@ -146,7 +153,8 @@ static int sum_start(struct tdo_vtier *vt, const char *name, uint64_t region, ui
 		free(j->sums);
 		free(j->buf);
 		free(j);
-	}
+	} else if (ver)
+		ver->local = j;
 	return rc;
 }
 
@@ -167,6 +175,12 @@ void ver_on_sum(struct tdo_vtier *vt, int peer, const struct tdo_rm_sum *m)
 static void verify_finish(struct verify *ver)
 {
 	tdo_list_del(&ver->link);
+	if (ver->local) {
+		/* its read is still in the engine: it finishes on its own */
+		ver->local->ver = NULL;
+		ver->local->orphan = true;
+		ver->local = NULL;
+	}
 	struct tdo_verify_result *res = calloc(1, sizeof(*res));
 	int ok = 0, bad = 0, ref = -1;
 	for (int i = 0; i < ver->nrep; i++) {

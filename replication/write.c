@@ -171,6 +171,11 @@ void wr_step_down(struct vvol *v)
 		r->deadline_usec = tdo_now_usec() + FWD_WAIT_MS * 1000ull;
 		fwd_send(v->vt, r);
 	}
+	/* the gate opens; a resync still waiting for its read or flush no
+	 * longer holds it, so its later rs_free leaves the count alone */
+	for (int i = 0; i < TDO_REP_MAX; i++)
+		if (v->rs[i])
+			v->rs[i]->gated = false;
 	v->gate = 0;
 }
 

@@ -224,7 +224,7 @@ step "rollback: replicas identical" bash -c "'$BUILD'/testudo --admin 127.0.0.1:
 step "v1's replicas are all in-sync with n$A back" wait_for "all in-sync" 60 all_in_sync "$A" v1
 
 # ---- fencing and bad input on the peer protocol, as a fake n1 talking to n3
-fake_peer() {   # fake_peer WHAT: connect to n3 as "n1", then send WHAT (stale-write | bad-conf | short-write)
+fake_peer() {   # fake_peer WHAT: connect to n3 as "n1", then send WHAT (stale-write | bad-conf | short-write | sum-region-0)
 	$PY - "$1" "${CL_REPL[3]}" "$EPOCH" <<'PYEOF'
 import ctypes, socket, struct, sys, time
 what, port, old_epoch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -259,6 +259,17 @@ if what == "stale-write":
             assert st == -116, "a write of an older epoch was not refused with ESTALE"
             assert ep > old_epoch
             break
+elif what == "sum-region-0":
+    # a checksum request with region 0: answered with an error, never a division by zero
+    sm = struct.pack("<64sQQQQiI", name, 7, 0, 0, 1, 0, 0)
+    s.sendall(frame(30, sm))
+    while True:
+        t, pl = recv_frame(s)
+        if t == 31:
+            st = struct.unpack_from("<i", pl, 96)[0]
+            print("SUM_REP status", st)
+            assert st == -22, "region 0 was not refused with EINVAL"
+            break
 elif what in ("bad-conf", "short-write"):
     s.sendall(frame(16, name.ljust(64, b"\0") + bytes(432 - 64)) if what == "bad-conf" else frame(18, b"v1\0"))
     try:
@@ -275,6 +286,7 @@ kill -STOP "${CL_PID[1]}"
 step "fencing: n3 refuses a write of the older epoch $EPOCH with ESTALE" fake_peer stale-write
 step "an invalid volume configuration closes that connection" fake_peer bad-conf
 step "a truncated write message closes that connection" fake_peer short-write
+step "a checksum request with region 0 is refused, and the node lives" fake_peer sum-region-0
 kill -CONT "${CL_PID[1]}"
 step "n3 still runs, and it logged why" bash -c "kill -0 ${CL_PID[3]} && grep -q 'an invalid volume configuration' '$D/n3/log' && grep -q 'malformed volume message' '$D/n3/log'"
 step "everything in-sync again after the fake peer" wait_for "all in-sync" 60 all_in_sync "$N" v1
