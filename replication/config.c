@@ -38,10 +38,16 @@
 /* Every configuration that comes into force on this node passes here. */
 void cfg_set(struct vvol *v, const struct tdo_rm_vconf *c)
 {
+	struct tdo_vtier *vt = v->vt;
+	bool gone = vconf_live(&v->conf) && !vconf_live(c);
 	if (vconf_live(&v->conf) != vconf_live(c))
 		v->gen++; /* handles of the old incarnation see the volume gone */
 	v->conf = *c;
 	v->conf.vc_sync = 0;
+	/* every node hangs up the volume's clients, whether it holds a copy
+	 * or only forwarded their requests */
+	if (gone && vt->o.vol_gone)
+		vt->o.vol_gone(vt->o.arg, v->conf.vc_name);
 }
 
 uint64_t cfg_engine_lsn(struct vvol *v, uint32_t *epoch)
@@ -106,7 +112,8 @@ static void local_created(struct vvol *v, int status)
 	adm_wait_check(v, status);
 }
 
-static void local_create_done(void *arg, int status)
+/* The new copy exists, and holds the configuration's epoch (or not). */
+static void local_epoch_done(void *arg, int status)
 {
 	struct vvol *v = arg;
 	v->creating = false;
@@ -121,6 +128,19 @@ static void local_create_done(void *arg, int status)
 		v->local_id = vi.id;
 	cfg_set_role(v);
 	local_created(v, status);
+}
+
+static void local_create_done(void *arg, int status)
+{
+	struct vvol *v = arg;
+	struct tdo_vol_info vi;
+	/* the engine starts a copy at epoch 1: record the configuration's, so
+	 * a node with no state file (a cluster of one) finds it at its next
+	 * start and the volume's epoch never goes down */
+	if (!status && !tdo_vol_lookup(v->vt->e, v->conf.vc_name, &vi) && vi.epoch < v->conf.vc_epoch &&
+	    !tdo_vol_set_lsn(v->vt->e, v->conf.vc_name, vi.lsn, v->conf.vc_epoch, local_epoch_done, v))
+		return;
+	local_epoch_done(v, status);
 }
 
 static void local_simple_done(void *arg, int status)

@@ -83,6 +83,10 @@ int nbd_listen(struct daemon *d, const char *host, int port);
 int nbd_conn_adopt(struct daemon *d, int fd);
 /* Stop accepting, let in-flight requests finish, close every connection. */
 void nbd_shutdown(struct daemon *d);
+/* The stop's deadline passed: close every connection now, without
+ * waiting for queued replies to be read; requests still in flight end
+ * first (the caller fails those waiting on other nodes). */
+void nbd_abort(struct daemon *d);
 /* Number of open connections attached to volume NAME (any, when NULL). */
 int nbd_conn_count(struct daemon *d, const char *name);
 /* Close every NBD connection attached to volume NAME (an operator's forced

@@ -53,6 +53,10 @@ struct settings {
 
 static struct daemon D;
 static uv_signal_t sig_term, sig_int;
+/* in-flight requests get this long to finish after SIGTERM; then those
+ * still waiting on other nodes fail and every connection is closed */
+#define DRAIN_MS 5000
+static uv_timer_t drain_timer;
 static int exit_status;
 
 static void usage(FILE *f)
@@ -196,6 +200,8 @@ static void engine_closed(void *arg, int status)
 		uv_close((uv_handle_t *)&sig_term, handles_closed);
 	if (sig_int.loop && !uv_is_closing((uv_handle_t *)&sig_int))
 		uv_close((uv_handle_t *)&sig_int, handles_closed);
+	if (drain_timer.loop && !uv_is_closing((uv_handle_t *)&drain_timer))
+		uv_close((uv_handle_t *)&drain_timer, handles_closed);
 }
 
 void daemon_conns_drained(struct daemon *d)
@@ -217,6 +223,19 @@ static void vol_gone(void *arg, const char *name)
 	met_forget(&d->met, name);
 }
 
+/* The drain took too long: a write may wait for replicas or a majority
+ * that is gone, or a client may not read its replies. */
+static void on_drain_timeout(uv_timer_t *t)
+{
+	(void)t;
+	if (!D.conns)
+		return;
+	tdo_log(TDO_LOG_WARN, "testudod", "requests still in flight %d s after the stop began: failing those that "
+	        "wait on other nodes, closing every connection", DRAIN_MS / 1000);
+	tdo_vtier_stop(D.vtier);
+	nbd_abort(&D);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	(void)s;
@@ -228,6 +247,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	D.stopping = true;
 	nbd_shutdown(&D);
 	http_shutdown(&D);
+	uv_timer_init(D.loop, &drain_timer);
+	uv_timer_start(&drain_timer, on_drain_timeout, DRAIN_MS, 0);
 	/* the cluster stays up while clients drain: their writes wait on replicas */
 	if (!D.conns)
 		daemon_conns_drained(&D);
@@ -240,7 +261,6 @@ static void close_any(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* Leave after a start-up failure: release the device and the loop. */
 /* Listen for WHAT on HOSTPORT with LISTEN, which fills ADDR; say where on
  * standard output ("listening TAG HOST:PORT"), or why not on standard
  * error. 0 or -1. */
@@ -260,6 +280,7 @@ static int listen_on(struct daemon *d, const char *what, const char *tag, const 
 	return 0;
 }
 
+/* Leave after a start-up failure: release the device and the loop. */
 static int bail(uv_loop_t *loop, int code)
 {
 	/* listeners already up would keep the loop running */
@@ -415,6 +436,19 @@ int main(int argc, char **argv)
 				fprintf(stderr, "testudod: device path too long for a state file beside it\n");
 				return 2;
 			}
+		}
+	} else {
+		/* a cluster node's device served alone: changes made now would be
+		 * undone by the state file when the node rejoins (a deleted volume
+		 * back, a resize reverted) */
+		char state[4200];
+		struct stat sb;
+		snprintf(state, sizeof state, "%s.state", st.device);
+		if (!stat(state, &sb)) {
+			fprintf(stderr, "testudod: %s holds the cluster configuration of this device's node: start it with "
+			        "its --node-id (and --repl, --peer), or move that file away to serve the device alone\n",
+			        state);
+			return 2;
 		}
 	}
 

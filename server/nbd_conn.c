@@ -364,6 +364,17 @@ void nbd_shutdown(struct daemon *d)
 	}
 }
 
+void nbd_abort(struct daemon *d)
+{
+	for (struct nbd_conn *c = d->conns; c; c = c->next) {
+		c->graceful = false;
+		nbd_conn_close(c, "server shutting down: deadline passed");
+		/* a shutdown waiting for a client that does not read: cut it */
+		if (c->shutting_down && !uv_is_closing((uv_handle_t *)&c->tcp))
+			uv_close((uv_handle_t *)&c->tcp, on_closed);
+	}
+}
+
 int nbd_conn_count(struct daemon *d, const char *name)
 {
 	int n = 0;

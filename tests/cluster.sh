@@ -19,11 +19,6 @@ cleanup() {
 }
 trap cleanup EXIT
 is() { [ "$(peer_state "$1" "$2")" = "$3" ]; }
-all_up() {
-	for i in 1 2 3; do for k in 1 2 3; do
-		[ "$i" = "$k" ] || is "$i" "n$k" up || return 1
-	done; done
-}
 
 start_cluster "$D" 3 || { echo "FAILED: the cluster did not start"; exit 1; }
 step "three nodes print their repl listeners" grep -q "listening repl 127.0.0.1:${CL_REPL[2]}" "$D/n2/out"

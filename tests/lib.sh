@@ -146,3 +146,11 @@ peer_state() {
 	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/status" |
 		$PY -c "import json,sys; print([p['state'] for p in json.load(sys.stdin)['cluster']['peers'] if p['id']=='$2'][0])"
 }
+
+# all_up: every node of a 3-node cluster sees both its peers up
+all_up() {
+	local i k
+	for i in 1 2 3; do for k in 1 2 3; do
+		[ "$i" = "$k" ] || [ "$(peer_state "$i" "n$k")" = up ] || return 1
+	done; done
+}

@@ -112,6 +112,8 @@ fi
 echo "== cluster"
 run "cluster: peers, handshake, liveness" tests/cluster.sh "$SCRATCH/cluster"
 rm -rf "$SCRATCH/cluster"
+run "lifecycle: restarts, mode switch, remote delete, stop deadline" tests/lifecycle.sh "$SCRATCH/lifecycle"
+rm -rf "$SCRATCH/lifecycle"
 # everything with 3 failovers in the plain pass; under the sanitizers (for
 # time) 1 failover and no catch-up or wipe scenario; make check-cluster: 20
 if [ -n "${SANITIZER:-}" ]; then
