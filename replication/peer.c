@@ -84,16 +84,7 @@ const char *tdo_peer_state_name(enum tdo_peer_state s)
 
 bool tdo_node_id_valid(const char *id)
 {
-	size_t n = strlen(id);
-	if (n == 0 || n > TDO_NODE_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char ch = id[i];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		      ch == '.' || ch == '_' || ch == '-'))
-			return false;
-	}
-	return true;
+	return tdo_name_chars_ok(id, TDO_NODE_ID_MAX);
 }
 
 int tdo_peer_parse(const char *s, struct tdo_peer_conf *p)

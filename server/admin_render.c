@@ -17,6 +17,7 @@
  * partial /metrics: a failed allocation fails the whole text (NULL).
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,28 +221,38 @@ json_t *render_status(struct daemon *d)
 	struct tdo_engine_stats st;
 	json_t *eng, *j;
 
+	/* the engine's byte and event counts, as /v1/status names them */
+	static const struct {
+		const char *key;
+		size_t off;
+	} figs[] = {
+		{ "device_bytes", offsetof(struct tdo_engine_stats, dev_size) },
+		{ "segment_bytes", offsetof(struct tdo_engine_stats, seg_size) },
+		{ "capacity", offsetof(struct tdo_engine_stats, capacity) },
+		{ "volume_bytes", offsetof(struct tdo_engine_stats, vol_bytes) },
+		{ "live_bytes", offsetof(struct tdo_engine_stats, live_bytes) },
+		{ "user_bytes", offsetof(struct tdo_engine_stats, user_bytes) },
+		{ "log_bytes", offsetof(struct tdo_engine_stats, log_bytes) },
+		{ "cleaner_bytes", offsetof(struct tdo_engine_stats, clean_bytes) },
+		{ "segments_cleaned", offsetof(struct tdo_engine_stats, segs_cleaned) },
+		{ "checkpoints", offsetof(struct tdo_engine_stats, ckpt_count) },
+		{ "batches", offsetof(struct tdo_engine_stats, batches) },
+		{ "batch_records", offsetof(struct tdo_engine_stats, batch_recs) },
+		{ "index_bytes", offsetof(struct tdo_engine_stats, index_bytes) },
+		{ "read_errors", offsetof(struct tdo_engine_stats, read_errors) },
+		{ "recovery_usec", offsetof(struct tdo_engine_stats, recovery_usec) },
+		{ "replayed_batches", offsetof(struct tdo_engine_stats, replayed_batches) },
+	};
+
 	tdo_engine_stats(d->engine, &st);
-	eng = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-	                " s:{s:i, s:i, s:i}, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
-	                "device_bytes", (json_int_t)st.dev_size,
-	                "segment_bytes", (json_int_t)st.seg_size,
-	                "capacity", (json_int_t)st.capacity,
-	                "volume_bytes", (json_int_t)st.vol_bytes,
-	                "live_bytes", (json_int_t)st.live_bytes,
-	                "user_bytes", (json_int_t)st.user_bytes,
-	                "log_bytes", (json_int_t)st.log_bytes,
-	                "cleaner_bytes", (json_int_t)st.clean_bytes,
+	eng = json_pack("{s:{s:i, s:i, s:i}, s:f, s:b}",
 	                "segments", "total", (int)st.seg_count, "used", (int)st.seg_used, "free", (int)st.seg_free,
-	                "write_amplification", write_amp(&st),
-	                "segments_cleaned", (json_int_t)st.segs_cleaned,
-	                "checkpoints", (json_int_t)st.ckpt_count,
-	                "batches", (json_int_t)st.batches,
-	                "batch_records", (json_int_t)st.batch_recs,
-	                "index_bytes", (json_int_t)st.index_bytes,
-	                "read_errors", (json_int_t)st.read_errors,
-	                "recovery_usec", (json_int_t)st.recovery_usec,
-	                "replayed_batches", (json_int_t)st.replayed_batches,
-	                "poisoned", st.poisoned);
+	                "write_amplification", write_amp(&st), "poisoned", st.poisoned);
+	for (size_t i = 0; eng && i < sizeof figs / sizeof figs[0]; i++) {
+		uint64_t v;
+		memcpy(&v, (const char *)&st + figs[i].off, sizeof v);
+		json_object_set_new(eng, figs[i].key, json_integer((json_int_t)v));
+	}
 	j = json_pack("{s:s, s:{s:s, s:s}, s:I, s:i, s:i, s:o}",
 	              "device", d->device ? d->device : "",
 	              "listeners", "nbd", d->nbd_addr, "admin", d->admin_addr,

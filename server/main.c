@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,22 @@ static int parse_rate(const char *v, uint64_t *out)
 		return -1;
 	*out = n;
 	return 0;
+}
+
+/* The string settings given as flags replace the config file's. */
+static void flags_win(struct settings *st, const struct settings *cli)
+{
+	static const size_t strs[] = {
+		offsetof(struct settings, device), offsetof(struct settings, nbd), offsetof(struct settings, admin),
+		offsetof(struct settings, node_id), offsetof(struct settings, cluster), offsetof(struct settings, repl),
+		offsetof(struct settings, state),
+	};
+
+	/* each was bounded by its own field when parsed, and is copied into
+	 * the same field */
+	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+		if (((const char *)cli)[strs[i]])
+			strcpy((char *)st + strs[i], (const char *)cli + strs[i]);
 }
 
 /* INI: key = value lines, '#' or ';' comments, an optional [testudod] section. */
@@ -374,26 +391,13 @@ int main(int argc, char **argv)
 	}
 	if (config && read_config(config, &st))
 		return 2;
-	if (cli.device[0])
-		strcpy(st.device, cli.device);
-	if (cli.nbd[0])
-		strcpy(st.nbd, cli.nbd);
-	if (cli.admin[0])
-		strcpy(st.admin, cli.admin);
+	flags_win(&st, &cli);
 	if (cli.verbose)
 		st.verbose = cli.verbose;
-	if (cli.node_id[0])
-		strcpy(st.node_id, cli.node_id);
-	if (cli.cluster[0])
-		strcpy(st.cluster, cli.cluster);
-	if (cli.repl[0])
-		strcpy(st.repl, cli.repl);
 	if (cli.npeers) {
 		st.npeers = cli.npeers;
 		memcpy(st.peers, cli.peers, sizeof st.peers);
 	}
-	if (cli.state[0])
-		strcpy(st.state, cli.state);
 	if (cli.ack_timeout_ms)
 		st.ack_timeout_ms = cli.ack_timeout_ms;
 	if (cli.resync_rate)

@@ -186,17 +186,7 @@ void eng_poison(struct tdo_engine *e, int err, const char *what)
 
 bool tdo_vol_name_valid(const char *name)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > TDO_NAME_MAX || name[0] == '.' || name[0] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
+	return name[0] != '.' && name[0] != '-' && tdo_name_chars_ok(name, TDO_NAME_MAX);
 }
 
 static void eng_free(struct tdo_engine *e)

@@ -119,6 +119,21 @@ char *tdo_format_size(uint64_t b, char *buf, size_t len)
 uint64_t tdo_csum_avx2(const void *p, size_t len); /* csum_avx2.c */
 #endif
 
+bool tdo_name_chars_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
 bool tdo_env_on(const char *name)
 {
 	const char *s = getenv(name);

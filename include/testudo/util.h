@@ -36,6 +36,10 @@ uint64_t tdo_csum_two(const void *a, size_t alen, const void *b, size_t blen);
 /* Monotonic microseconds. */
 uint64_t tdo_now_usec(void);
 
+/* True when S is 1..MAX characters of [A-Za-z0-9._-]: the alphabet of
+ * volume names and node ids (tdo_vol_name_valid, tdo_node_id_valid). */
+bool tdo_name_chars_ok(const char *s, size_t max);
+
 /* Is environment variable NAME set to 1? (The test and tuning switches:
  * TDO_NO_URING, TDO_NO_MAPPED_READS, and TDO_FAULT_SKIP_SYNC in a
  * fault-injection build.) */
