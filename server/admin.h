@@ -52,7 +52,7 @@ int http_decode_segment(const char *s, size_t n, char *out, size_t outlen);
 /* The endpoint: one per daemon, hung off d->admin_listener.data. */
 struct admin {
 	struct daemon *d;
-	struct aconn *conns;        /* every connection not yet freed */
+	struct tdo_list conns;      /* struct aconn: every connection not yet freed */
 	unsigned nconns;
 	bool shutting;              /* http_shutdown() called */
 	bool listener_closed;
@@ -76,7 +76,7 @@ enum aconn_state {
  * operation in op*.
  */
 struct aconn {
-	struct aconn *next, *prev;  /* admin.conns */
+	struct tdo_list link;       /* admin.conns */
 	struct admin *a;
 	uv_tcp_t tcp;
 	uv_timer_t timer;           /* request, idle, write and linger deadline */

@@ -96,12 +96,7 @@ static void aconn_unref(struct aconn *c)
 
 	if (--c->refs > 0)
 		return;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		a->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	tdo_list_del(&c->link);
 	a->nconns--;
 	free(c->in);
 	free(c);
@@ -416,10 +411,7 @@ static void on_http_connection(uv_stream_t *server, int status)
 	c->timer.data = c;
 	uv_tcp_init(a->d->loop, &c->tcp);
 	uv_timer_init(a->d->loop, &c->timer);
-	c->next = a->conns;
-	if (a->conns)
-		a->conns->prev = c;
-	a->conns = c;
+	tdo_list_add_tail(&a->conns, &c->link);
 	a->nconns++;
 	a->conns_total++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
@@ -454,6 +446,7 @@ int http_listen(struct daemon *d, const char *host, int port)
 	if (!a)
 		return UV_ENOMEM;
 	a->d = d;
+	tdo_list_init(&a->conns);
 	err = tdo_tcp_listen(d->loop, &d->admin_listener, host, port, on_http_connection,
 	                 d->admin_addr, sizeof d->admin_addr, NULL);
 	if (err) {
@@ -483,7 +476,9 @@ void http_shutdown(struct daemon *d)
 	uv_close((uv_handle_t *)&d->admin_listener, on_listener_closed);
 	/* a volume operation with the volume tier still gets its reply, then the
 	 * connection closes; everything else closes now */
-	for (struct aconn *c = a->conns; c; c = c->next)
+	tdo_list_foreach(l, &a->conns) {
+		struct aconn *c = tdo_list_item(l, struct aconn, link);
 		if (c->state != AS_VOLUME_OP)
 			aconn_close(c);
+	}
 }

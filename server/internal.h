@@ -12,6 +12,7 @@
 
 #include "testudo/cluster.h"
 #include "testudo/engine.h"
+#include "testudo/list.h"
 #include "testudo/net.h"
 #include "testudo/nbd.h"
 #include "testudo/util.h"
@@ -67,7 +68,7 @@ struct daemon {
 	char nbd_addr[80], admin_addr[80], repl_addr[80];
 	struct tdo_cluster *cluster;  /* NULL: a node outside any cluster */
 	struct tdo_vtier *vtier;    /* every volume: the one route to data (a lone node is a cluster of one) */
-	struct nbd_conn *conns;     /* every open NBD connection */
+	struct tdo_list conns;      /* struct nbd_conn: every open NBD connection */
 	struct metrics met;
 	bool stopping;
 	uint64_t started_usec;

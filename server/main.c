@@ -245,7 +245,7 @@ static void vol_gone(void *arg, const char *name)
 static void on_drain_timeout(uv_timer_t *t)
 {
 	(void)t;
-	if (!D.conns)
+	if (tdo_list_empty(&D.conns))
 		return;
 	tdo_log(TDO_LOG_WARN, "testudod", "requests still in flight %d s after the stop began: failing those that "
 	        "wait on other nodes, closing every connection", DRAIN_MS / 1000);
@@ -267,7 +267,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	uv_timer_init(D.loop, &drain_timer);
 	uv_timer_start(&drain_timer, on_drain_timeout, DRAIN_MS, 0);
 	/* the cluster stays up while clients drain: their writes wait on replicas */
-	if (!D.conns)
+	if (tdo_list_empty(&D.conns))
 		daemon_conns_drained(&D);
 }
 
@@ -458,6 +458,7 @@ int main(int argc, char **argv)
 
 	uv_loop_init(&loop);
 	D.loop = &loop;
+	tdo_list_init(&D.conns);
 	D.device = st.device;
 	D.started_usec = tdo_now_usec();
 	tdo_engine_sigbus_install(); /* mapped reads; without it the engine uses pread */

@@ -73,12 +73,7 @@ static void on_closed(uv_handle_t *h)
 	struct nbd_conn *c = h->data;
 	struct daemon *d = c->d;
 
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		d->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	tdo_list_del(&c->link);
 	d->met.conns_open--;
 	if (c->vh)
 		tdo_vhandle_close(c->vh);
@@ -86,7 +81,7 @@ static void on_closed(uv_handle_t *h)
 	free(c->in);
 	free(c->payload);
 	free(c);
-	if (d->stopping && !d->conns)
+	if (d->stopping && tdo_list_empty(&d->conns))
 		daemon_conns_drained(d); /* the last one out lets the daemon stop */
 }
 
@@ -276,10 +271,7 @@ static void conn_start(struct daemon *d, struct nbd_conn *c)
 		}
 		snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
 	}
-	c->next = d->conns;
-	if (d->conns)
-		d->conns->prev = c;
-	d->conns = c;
+	tdo_list_add_tail(&d->conns, &c->link);
 	d->met.conns_total++;
 	d->met.conns_open++;
 	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu from %s", (unsigned long long)c->id, c->peer);
@@ -349,7 +341,8 @@ void nbd_shutdown(struct daemon *d)
 {
 	if (!uv_is_closing((uv_handle_t *)&d->nbd_listener))
 		uv_close((uv_handle_t *)&d->nbd_listener, listener_closed);
-	for (struct nbd_conn *c = d->conns; c; c = c->next) {
+	tdo_list_foreach(l, &d->conns) {
+		struct nbd_conn *c = tdo_list_item(l, struct nbd_conn, link);
 		if (c->closing)
 			continue;
 		/* no new requests; those in flight complete and are answered */
@@ -366,7 +359,8 @@ void nbd_shutdown(struct daemon *d)
 
 void nbd_abort(struct daemon *d)
 {
-	for (struct nbd_conn *c = d->conns; c; c = c->next) {
+	tdo_list_foreach(l, &d->conns) {
+		struct nbd_conn *c = tdo_list_item(l, struct nbd_conn, link);
 		c->graceful = false;
 		nbd_conn_close(c, "server shutting down: deadline passed");
 		/* a shutdown waiting for a client that does not read: cut it */
@@ -379,16 +373,19 @@ int nbd_conn_count(struct daemon *d, const char *name)
 {
 	int n = 0;
 
-	for (struct nbd_conn *c = d->conns; c; c = c->next)
+	tdo_list_foreach(l, &d->conns) {
+		struct nbd_conn *c = tdo_list_item(l, struct nbd_conn, link);
 		if (!c->closing && (!name || (c->name[0] && strcmp(c->name, name) == 0)))
 			n++;
+	}
 	return n;
 }
 
 void nbd_conn_close_volume(struct daemon *d, const char *name, const char *why)
 {
-	for (struct nbd_conn *c = d->conns, *next; c; c = next) {
-		next = c->next; /* nbd_conn_close frees nothing now, but do not rely on it */
+	/* nbd_conn_close takes nothing off the list: the close callback does */
+	tdo_list_foreach(l, &d->conns) {
+		struct nbd_conn *c = tdo_list_item(l, struct nbd_conn, link);
 		if (!c->closing && c->name[0] && strcmp(c->name, name) == 0)
 			nbd_conn_close(c, why);
 	}

@@ -37,7 +37,7 @@ enum conn_state {
 };
 
 struct nbd_conn {
-	struct nbd_conn *next, *prev;   /* d->conns */
+	struct tdo_list link;       /* d->conns, until the close callback */
 	struct daemon *d;
 	uv_tcp_t tcp;
 	uint64_t id;

@@ -61,6 +61,10 @@ static inline void tdo_list_move(struct tdo_list *dst, struct tdo_list *src)
 	}
 }
 
+/* Every node L of the list at HEAD, in order; L may not be taken off it
+ * inside the loop. */
+#define tdo_list_foreach(l, head) for (struct tdo_list *l = (head)->next; l != (head); l = l->next)
+
 /* The T whose member M is the node P. */
 #define tdo_list_item(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
 

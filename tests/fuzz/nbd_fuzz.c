@@ -50,6 +50,7 @@ static void setup(void)
 	}
 	uv_loop_init(&loop);
 	D.loop = &loop;
+	tdo_list_init(&D.conns);
 	D.device = dev_path;
 	if ((err = tdo_engine_open(&loop, dev_path, NULL, &D.engine))) {
 		fprintf(stderr, "nbd_fuzz: open: %s\n", tdo_strerror(err));
@@ -127,9 +128,9 @@ static void one_input(const uint8_t *data, size_t size)
 	f.poll.data = &f;
 	uv_poll_start(&f.poll, UV_READABLE | UV_WRITABLE, on_poll);
 	/* until the server has closed its side and every request finished */
-	while (D.conns || !f.closed) {
+	while (!tdo_list_empty(&D.conns) || !f.closed) {
 		uv_run(&loop, UV_RUN_ONCE);
-		if (!D.conns && f.eof_sent && !f.closed)
+		if (tdo_list_empty(&D.conns) && f.eof_sent && !f.closed)
 			f.closed = true;
 	}
 	uv_poll_stop(&f.poll);
