@@ -30,7 +30,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
