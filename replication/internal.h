@@ -408,6 +408,12 @@ bool vconf_wire_name(const char *field, char *out);
  * rules refuse it. OUT equal to CUR (same epoch and version): nothing to do. */
 bool vconf_change(const struct tdo_rm_vconf *cur, const struct change *ch, const struct vconf_self *self,
                   struct tdo_rm_vconf *out, char *why, size_t wl);
+/* A resync's bound: how far the log of a replica whose newest trusted
+ * write is REPLICA_LSN, of epoch REPLICA_EPOCH, is the history C records
+ * (C's history says where each epoch began), at most PRIMARY_LSN. The
+ * replica keeps its writes up to it; the rest is copied. */
+uint64_t vconf_resync_bound(const struct tdo_rm_vconf *c, uint64_t replica_lsn, uint32_t replica_epoch,
+                            uint64_t primary_lsn);
 
 /* ---- config.c: proposals, roles, following a configuration --------------- */
 

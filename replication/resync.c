@@ -164,24 +164,7 @@ static void on_state(struct vvol *v, struct resync *rs, const struct tdo_rm_rs *
 {
 	if (rs->phase != RS_WAIT_STATE)
 		return;
-	uint64_t bound = m->rs_lsn;
-	if (m->rs_log_epoch != v->conf.vc_epoch) {
-		/* its writes are the primary's history only up to the start of the epoch after its own */
-		uint64_t cut = 0;
-		bool found = false;
-		for (uint32_t i = 0; i < v->conf.vc_nhist; i++)
-			if (v->conf.vc_hist[i].vh_epoch > m->rs_log_epoch) {
-				cut = v->conf.vc_hist[i].vh_start_lsn;
-				found = true;
-				break;
-			}
-		if (!found || m->rs_log_epoch > v->conf.vc_epoch)
-			cut = 0;
-		if (cut < bound)
-			bound = cut;
-	}
-	if (bound > v->next_lsn)
-		bound = v->next_lsn;
+	uint64_t bound = vconf_resync_bound(&v->conf, m->rs_lsn, m->rs_log_epoch, v->next_lsn);
 	rs->bound = bound;
 	rs->nblocks = (v->conf.vc_size + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE;
 	rs->dirty = calloc(1, (size_t)(rs->nblocks + 7) / 8);

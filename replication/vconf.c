@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * DESIGN: the rules of a volume's configuration (struct tdo_rm_vconf),
- * as pure functions: which configuration is newer, which is valid, and
- * what each kind of change makes of the one in force.
+ * as pure functions: which configuration is newer, which is valid, what
+ * each kind of change makes of the one in force, and how much of a
+ * replica's log its epoch history vouches for (a resync's bound).
  *
  * Why apart: they are what a configuration *is*, whoever stores it. The
  * proposals and majorities of config.c and config_peer.c are one way to
@@ -148,4 +149,28 @@ bool vconf_change(const struct tdo_rm_vconf *cur, const struct change *ch, const
 	}
 	*out = c;
 	return true;
+}
+
+uint64_t vconf_resync_bound(const struct tdo_rm_vconf *c, uint64_t replica_lsn, uint32_t replica_epoch,
+                            uint64_t primary_lsn)
+{
+	uint64_t bound = replica_lsn;
+	if (replica_epoch != c->vc_epoch) {
+		/* its writes are the primary's history only up to the start of the epoch after its own */
+		uint64_t cut = 0;
+		bool found = false;
+		for (uint32_t i = 0; i < c->vc_nhist && i < TDO_VHIST_MAX; i++)
+			if (c->vc_hist[i].vh_epoch > replica_epoch) {
+				cut = c->vc_hist[i].vh_start_lsn;
+				found = true;
+				break;
+			}
+		if (!found || replica_epoch > c->vc_epoch)
+			cut = 0;
+		if (cut < bound)
+			bound = cut;
+	}
+	if (bound > primary_lsn)
+		bound = primary_lsn;
+	return bound;
 }
