@@ -30,7 +30,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -122,6 +122,8 @@ else
 	run "replication: kill, catch-up, freeze, wipe, 3 failovers, stale, rollback" env FAILOVERS=3 tests/replication.sh "$SCRATCH/repl"
 fi
 rm -rf "$SCRATCH/repl"
+run "replication_big: 1 GiB trim and zeroes, 10 promotes past the epoch history" tests/replication_big.sh "$SCRATCH/repl-big"
+rm -rf "$SCRATCH/repl-big"
 
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"

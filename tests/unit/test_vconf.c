@@ -4,7 +4,8 @@
  * (replication/vconf.c) on their own, no loop, no engine and no peers:
  * which configuration is newer, which is valid, and which changes
  * vconf_change makes and refuses, down to the epoch history of a promote
- * when the history is full.
+ * when the history is full, and a resync's bound (vconf_resync_bound),
+ * down to a replica whose epoch the history no longer holds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -270,6 +271,67 @@ static void test_promote_with_a_full_history(void **state)
 	assert_int_equal(again.vc_hist[TDO_VHIST_MAX - 1].vh_start_lsn, 12345);
 }
 
+/* A resync's bound: a replica keeps its log up to the start of the epoch
+ * after its own, and no more than the primary has. */
+static void test_resync_bound(void **state)
+{
+	(void)state;
+	struct tdo_rm_vconf c = base();            /* epochs 1 (from LSN 0) and 3 (from 500), now 3 */
+	c.vc_hist[1].vh_epoch = 2;
+	c.vc_hist[2] = (struct tdo_rm_vhist){ .vh_epoch = 3, .vh_start_lsn = 700 };
+	c.vc_nhist = 3;                            /* 1 from 0, 2 from 500, 3 from 700 */
+
+	/* of the current epoch: all of it, up to the primary's LSN */
+	assert_int_equal(vconf_resync_bound(&c, 800, 3, 900), 800);
+	assert_int_equal(vconf_resync_bound(&c, 950, 3, 900), 900);
+	/* of an older epoch: cut where the next one began */
+	assert_int_equal(vconf_resync_bound(&c, 600, 1, 900), 500);
+	assert_int_equal(vconf_resync_bound(&c, 400, 1, 900), 400);
+	assert_int_equal(vconf_resync_bound(&c, 750, 2, 900), 700);
+	assert_int_equal(vconf_resync_bound(&c, 650, 2, 900), 650);
+	/* an epoch this configuration never had: nothing trusted */
+	assert_int_equal(vconf_resync_bound(&c, 800, 4, 900), 0);
+	assert_int_equal(vconf_resync_bound(&c, 0, 0, 900), 0);
+	/* an epoch the history does not hold (a gap in it): nothing trusted */
+	struct tdo_rm_vconf gap = base();          /* epochs 1 and 3: where 2 began is not known */
+	assert_int_equal(vconf_resync_bound(&gap, 450, 2, 900), 0);
+}
+
+/* A replica away through more promotes than the history keeps: its epoch
+ * fell out of the history, so where the epoch after it began is not known
+ * any more, and its whole log is suspect: bound 0 (a full resync). */
+static void test_resync_bound_older_than_the_history(void **state)
+{
+	(void)state;
+	char why[160];
+	struct tdo_rm_vconf none = { .vc_deleted = 1 }, c;
+	snprintf(none.vc_name, sizeof(none.vc_name), "vol");
+	struct tdo_rm_vconf want = base();
+	struct change create = { .kind = CH_CREATE, .conf = want }, promote = { .kind = CH_PROMOTE };
+	assert_true(change(&none, &create, "a", false, false, 0, &c, why));
+	/* epoch 1 wrote LSN 1..100; "c" holds 1..110 (10 it alone got, never
+	 * acknowledged) and is then away. "a" and "b" take turns as primary,
+	 * ten promotes, each epoch writing 10 more. */
+	uint64_t lsn = 100;
+	for (int i = 0; i < TDO_VHIST_MAX + 2; i++) {
+		const char *to = i % 2 ? "a" : "b";
+		struct tdo_rm_vconf next;
+		c.vc_state[vconf_rep_index(&c, to)] = TDO_REP_IN_SYNC;  /* it caught up meanwhile */
+		assert_true(change(&c, &promote, to, false, false, lsn, &next, why));
+		c = next;
+		lsn += 10;
+	}
+	assert_int_equal(c.vc_epoch, TDO_VHIST_MAX + 3);
+	assert_int_equal(c.vc_nhist, TDO_VHIST_MAX);
+	assert_true(c.vc_hist[0].vh_epoch > 2);   /* epoch 2, which began at LSN 100, is forgotten */
+	/* "c" at epoch 1, LSN 110: its writes after LSN 100 are not the history */
+	assert_true(vconf_resync_bound(&c, 110, 1, lsn) <= 100);
+	assert_int_equal(vconf_resync_bound(&c, 110, 1, lsn), 0);
+	/* the oldest epoch still kept is still cut where the next began */
+	uint32_t e0 = c.vc_hist[0].vh_epoch;
+	assert_int_equal(vconf_resync_bound(&c, lsn, e0, lsn), c.vc_hist[1].vh_start_lsn);
+}
+
 static void test_delete_and_resize(void **state)
 {
 	(void)state;
@@ -312,6 +374,8 @@ int main(void)
 		cmocka_unit_test(test_promote),
 		cmocka_unit_test(test_promote_with_a_full_history),
 		cmocka_unit_test(test_delete_and_resize),
+		cmocka_unit_test(test_resync_bound),
+		cmocka_unit_test(test_resync_bound_older_than_the_history),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
