@@ -55,12 +55,17 @@ struct vmsg_rule {
 	void (*fn)(const struct vmsg *m);
 };
 
-/* WRITE, RS_DATA, FWD: an operation that type carries, and no more data
- * than a message can. */
+/* WRITE, RS_DATA, FWD: an operation that type carries, a range that does
+ * not wrap, and no more data than a message can carry where data travels:
+ * a write's with it, a forwarded read's in the reply. A trim, write-zeroes
+ * or hole carries none; NBD lets one span the whole volume, so its length
+ * is bounded by the volume's size, which the handler checks. */
 static bool io_ok(uint16_t type, const union vmsg_hdr *h)
 {
 	const struct tdo_rm_io *io = &h->io;
-	return io->io_op >= TDO_RMOP_READ && io->io_op <= TDO_RMOP_HOLE && io->io_len <= TDO_RM_MAX_PAYLOAD &&
+	bool data = io->io_op == TDO_RMOP_WRITE || io->io_op == TDO_RMOP_READ;
+	return io->io_op >= TDO_RMOP_READ && io->io_op <= TDO_RMOP_HOLE && (!data || io->io_len <= TDO_RM_MAX_PAYLOAD) &&
+	       io->io_off + io->io_len >= io->io_off &&
 	       (type == TDO_RM_FWD || (io->io_op != TDO_RMOP_READ && io->io_op != TDO_RMOP_FLUSH)) &&
 	       (type == TDO_RM_RS_DATA || io->io_op != TDO_RMOP_HOLE);
 }

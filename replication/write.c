@@ -285,8 +285,9 @@ void wr_on_write(struct tdo_vtier *vt, int peer, const struct tdo_rm_io *io, con
 		st = -ESTALE;
 	else if (io->io_epoch > v->conf.vc_epoch || strcmp(sender, v->conf.vc_rep[v->conf.vc_primary]))
 		st = -EAGAIN; /* we have not heard of that primary yet */
-	else if ((io->io_op == TDO_RMOP_WRITE) != (dlen > 0) || (io->io_op == TDO_RMOP_WRITE && dlen != io->io_len))
-		st = -EINVAL;
+	else if ((io->io_op == TDO_RMOP_WRITE) != (dlen > 0) || (io->io_op == TDO_RMOP_WRITE && dlen != io->io_len) ||
+	         !io->io_len || io->io_off + io->io_len < io->io_off || io->io_off + io->io_len > v->conf.vc_size)
+		st = -EINVAL; /* a trim or zeroes may be as long as the volume, no longer */
 	else if (!resync && (v->my_rep < 0 || v->conf.vc_state[v->my_rep] != TDO_REP_IN_SYNC || v->rs_active ||
 	                     io->io_lsn != v->expect_lsn || v->expect_lsn == 0))
 		st = -EILSEQ;

@@ -162,7 +162,8 @@ struct tdo_rm_io {
 	uint16_t io_flags;           /* TDO_ZERO_NO_HOLE for ZERO */
 	uint64_t io_lsn;             /* WRITE and RS_DATA: the LSN to apply it at */
 	uint64_t io_id;              /* FWD: the forwarder's request id */
-	uint64_t io_off, io_len;     /* bytes; a WRITE's data (io_len bytes) follows */
+	uint64_t io_off, io_len;     /* bytes; a WRITE's data (io_len bytes) follows; a ZERO,
+	                                TRIM or HOLE carries none and may span the volume */
 };
 _Static_assert(sizeof(struct tdo_rm_io) == 104, "volume I/O");
 
