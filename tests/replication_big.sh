@@ -119,6 +119,7 @@ big_op() {
 	B=$((B + 1))
 	step "big: 24 MiB written through n$node" nbd "$node" big $(data $B write)
 	step "big: a $((len / 1024)) GiB $op at ${off}M through n$node is answered" nbd "$node" big "$op:${off}M:${len}M"
+	grep -h answered "$D/step.out" | sed 's/^/    /'
 	step "big: no replica left the in-sync set" all_in_sync 1 big
 	step "big: zeros where the $op fell, the data around it (read through n$node)" nbd "$node" big \
 		$(after_zero $B "$off" "$len")
