@@ -408,10 +408,14 @@ bool vconf_wire_name(const char *field, char *out);
  * rules refuse it. OUT equal to CUR (same epoch and version): nothing to do. */
 bool vconf_change(const struct tdo_rm_vconf *cur, const struct change *ch, const struct vconf_self *self,
                   struct tdo_rm_vconf *out, char *why, size_t wl);
+/* The index of EPOCH in C's history, -1: not there (older than the
+ * TDO_VHIST_MAX epochs it keeps, or never one of C's). */
+int vconf_hist_index(const struct tdo_rm_vconf *c, uint32_t epoch);
 /* A resync's bound: how far the log of a replica whose newest trusted
  * write is REPLICA_LSN, of epoch REPLICA_EPOCH, is the history C records
  * (C's history says where each epoch began), at most PRIMARY_LSN. The
- * replica keeps its writes up to it; the rest is copied. */
+ * replica keeps its writes up to it; the rest is copied. 0 (a full
+ * resync) for an epoch newer than C's or not in its history. */
 uint64_t vconf_resync_bound(const struct tdo_rm_vconf *c, uint64_t replica_lsn, uint32_t replica_epoch,
                             uint64_t primary_lsn);
 

@@ -6,7 +6,8 @@
  * The primary asks the replica for its newest trusted LSN and the epoch
  * of that write, and computes the bound up to which the replica's log is
  * the primary's history: its LSN, cut at the start of the epoch after its
- * own (the configuration's history says where each epoch began). It asks
+ * own (the configuration's history says where each epoch began; an epoch
+ * older than the history keeps means a cut of 0, a full resync). It asks
  * for the replica's allocated blocks, and marks dirty: its own blocks
  * newer than the bound, the replica's blocks newer than the bound (writes
  * the primary never had: rolled back), and blocks the replica holds where
@@ -165,6 +166,11 @@ static void on_state(struct vvol *v, struct resync *rs, const struct tdo_rm_rs *
 	if (rs->phase != RS_WAIT_STATE)
 		return;
 	uint64_t bound = vconf_resync_bound(&v->conf, m->rs_lsn, m->rs_log_epoch, v->next_lsn);
+	if (m->rs_lsn && m->rs_log_epoch != v->conf.vc_epoch && vconf_hist_index(&v->conf, m->rs_log_epoch) < 0)
+		tdo_log(TDO_LOG_WARN, "vtier", "%s: %s's newest write is of epoch %u, %s (epochs %u to %u): a full resync",
+		        v->conf.vc_name, v->conf.vc_rep[rs->rep], m->rs_log_epoch,
+		        m->rs_log_epoch > v->conf.vc_epoch ? "newer than ours" : "not in the history",
+		        v->conf.vc_nhist ? v->conf.vc_hist[0].vh_epoch : 0, v->conf.vc_epoch);
 	rs->bound = bound;
 	rs->nblocks = (v->conf.vc_size + TDO_BLOCK_SIZE - 1) / TDO_BLOCK_SIZE;
 	rs->dirty = calloc(1, (size_t)(rs->nblocks + 7) / 8);

@@ -151,22 +151,25 @@ bool vconf_change(const struct tdo_rm_vconf *cur, const struct change *ch, const
 	return true;
 }
 
+int vconf_hist_index(const struct tdo_rm_vconf *c, uint32_t epoch)
+{
+	for (uint32_t i = 0; i < c->vc_nhist && i < TDO_VHIST_MAX; i++)
+		if (c->vc_hist[i].vh_epoch == epoch)
+			return (int)i;
+	return -1;
+}
+
 uint64_t vconf_resync_bound(const struct tdo_rm_vconf *c, uint64_t replica_lsn, uint32_t replica_epoch,
                             uint64_t primary_lsn)
 {
 	uint64_t bound = replica_lsn;
 	if (replica_epoch != c->vc_epoch) {
-		/* its writes are the primary's history only up to the start of the epoch after its own */
-		uint64_t cut = 0;
-		bool found = false;
-		for (uint32_t i = 0; i < c->vc_nhist && i < TDO_VHIST_MAX; i++)
-			if (c->vc_hist[i].vh_epoch > replica_epoch) {
-				cut = c->vc_hist[i].vh_start_lsn;
-				found = true;
-				break;
-			}
-		if (!found || replica_epoch > c->vc_epoch)
-			cut = 0;
+		/* its writes are the history only up to where the epoch after its
+		 * own began; with its epoch not in the history (older than the
+		 * history keeps, or never of this configuration) that is not
+		 * known, and nothing of its log is trusted */
+		int i = vconf_hist_index(c, replica_epoch);
+		uint64_t cut = i >= 0 && (uint32_t)i + 1 < c->vc_nhist ? c->vc_hist[i + 1].vh_start_lsn : 0;
 		if (cut < bound)
 			bound = cut;
 	}

@@ -112,9 +112,11 @@ enum tdo_rep_state {
  *    nodes have stored it; a primary acknowledges no write a replica
  *    missed before the change that took that replica out of the in-sync
  *    set is committed.
- *  - vc_hist[i] = (epoch, first LSN of that epoch), oldest first; a
- *    replica whose newest write is of an older epoch than E keeps its
- *    writes up to the first LSN of the epoch after its own, and no more.
+ *  - vc_hist[i] = (epoch, first LSN of that epoch), oldest first, the
+ *    last TDO_VHIST_MAX epochs; a replica whose newest write is of an
+ *    older epoch than vc_epoch keeps its writes up to the first LSN of
+ *    the epoch after its own, and no more; of an epoch the history no
+ *    longer holds, none (a full resync).
  */
 struct tdo_rm_vhist {
 	uint32_t vh_epoch;

@@ -281,6 +281,9 @@ static void test_resync_bound(void **state)
 	c.vc_hist[2] = (struct tdo_rm_vhist){ .vh_epoch = 3, .vh_start_lsn = 700 };
 	c.vc_nhist = 3;                            /* 1 from 0, 2 from 500, 3 from 700 */
 
+	assert_int_equal(vconf_hist_index(&c, 1), 0);
+	assert_int_equal(vconf_hist_index(&c, 3), 2);
+	assert_int_equal(vconf_hist_index(&c, 4), -1);
 	/* of the current epoch: all of it, up to the primary's LSN */
 	assert_int_equal(vconf_resync_bound(&c, 800, 3, 900), 800);
 	assert_int_equal(vconf_resync_bound(&c, 950, 3, 900), 900);
