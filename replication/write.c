@@ -230,7 +230,7 @@ struct rapply {
 	uint32_t epoch;
 	char name[TDO_NAME_MAX + 1];
 	bool resync;
-	uint64_t bytes;
+	uint64_t bytes;             /* RS_DATA: the data bytes it carried (0 for a hole or zeroes) */
 	void *buf;
 };
 
@@ -312,7 +312,7 @@ void wr_on_write(struct tdo_vtier *vt, int peer, const struct tdo_rm_io *io, con
 	ra->lsn = io->io_lsn;
 	ra->epoch = v->conf.vc_epoch;
 	ra->resync = resync;
-	ra->bytes = io->io_op == TDO_RMOP_HOLE ? 0 : io->io_len;
+	ra->bytes = nbytes; /* RS_ACK: the data bytes it carried, what the primary counts unacknowledged */
 	snprintf(ra->name, sizeof(ra->name), "%s", name);
 	int op = engine_op(io->io_op);
 	unsigned flags = io->io_op == TDO_RMOP_ZERO ? (io->io_flags & TDO_ZERO_NO_HOLE) : 0;

@@ -174,7 +174,7 @@ struct tdo_rm_ack {
 	uint32_t ak_epoch;           /* the answerer's configuration epoch */
 	int32_t  ak_status;          /* 0 or a negative errno (-ESTALE: older epoch, -EILSEQ: LSN gap) */
 	uint64_t ak_lsn;             /* WACK: the write's LSN */
-	uint64_t ak_id;              /* FWD_REP: the request id; RS_ACK: bytes made durable */
+	uint64_t ak_id;              /* FWD_REP: the request id; RS_ACK: data bytes made durable (0: zeroes, hole) */
 	uint64_t ak_len;             /* FWD_REP: bytes of read data that follow */
 };
 _Static_assert(sizeof(struct tdo_rm_ack) == 96, "volume answer");
