@@ -30,7 +30,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|midcut|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -154,6 +154,7 @@ run "crash ($CRASH_ITERATIONS x SIGKILL)" "$T" crash --dev "$SCRATCH/crash.img" 
 run "powercut ($CRASH_ITERATIONS cuts)" "$T" powercut --dev "$SCRATCH/cut.img" --iterations "$CRASH_ITERATIONS"
 run_expect_fail "powercut, sync disabled" env TDO_FAULT_SKIP_SYNC=1 "$T" powercut --dev "$SCRATCH/broken.img" --iterations 3
 run "corruption" "$T" corrupt --dev "$SCRATCH/corrupt.img"
+run "damage mid-log refused, torn tail cut" "$T" midcut --dev "$SCRATCH/midcut.img"
 # the worker-thread path the engine falls back to without io_uring
 run "crash, worker threads, pread (5 x SIGKILL)" env TDO_NO_URING=1 TDO_NO_MAPPED_READS=1 "$T" crash --dev "$SCRATCH/wcrash.img" --iterations 5
 run "powercut, worker threads (5 cuts)" env TDO_NO_URING=1 "$T" powercut --dev "$SCRATCH/wcut.img" --iterations 5
@@ -166,6 +167,7 @@ export PMEM_IS_PMEM_FORCE=1
 run "pmem crash (10 x SIGKILL)" "$T" crash --backend pmem --dev "$SCRATCH/pcrash.img" --iterations 10
 run "pmem powercut (10 cuts)" "$T" powercut --backend pmem --dev "$SCRATCH/pcut.img" --iterations 10
 run "pmem corruption" "$T" corrupt --backend pmem --dev "$SCRATCH/pcorrupt.img"
+run "pmem damage mid-log refused, torn tail cut" "$T" midcut --backend pmem --dev "$SCRATCH/pmidcut.img"
 run "pmem cleaner (80%, 2x overwrite)" "$T" cleaner --backend pmem --dev "$SCRATCH/pclean.img" --util 80 --overwrite 2
 unset PMEM_IS_PMEM_FORCE
 rm -f "$SCRATCH"/*.img

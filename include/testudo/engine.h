@@ -33,6 +33,7 @@ enum {
 	TDO_EVOLEXIST= -4007, /* a volume of that name exists */
 	TDO_ENOSPACE = -4008, /* the device cannot hold that much volume */
 	TDO_ETOOSMALL= -4009, /* format: too small for 8 segments and the checkpoints */
+	TDO_ELOGDAMAGED = -4010, /* open: a damaged batch with later valid batches after it */
 };
 /* A message for 0, a negative errno or a TDO_E* code. */
 const char *tdo_strerror(int err);

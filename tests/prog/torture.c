@@ -5,6 +5,7 @@
  *   torture crash    --dev F [--iterations N] [--seed S] [--backend pmem]
  *   torture powercut --dev F [--iterations N] [--seed S] [--backend pmem]
  *   torture corrupt  --dev F [--backend pmem]
+ *   torture midcut   --dev F [--backend pmem]
  *   torture cleaner  --dev F [--util PCT] [--overwrite X] [--greedy] [--backend pmem]
  *
  * crash/powercut: each iteration forks a child that writes random data
@@ -17,6 +18,16 @@
  * newest acknowledged write that covers it, or a write that was in flight,
  * never anything older; and every 4 KiB block written whole holds one
  * write's content, not a mix.
+ *
+ * midcut: a child makes 40 acknowledged 64 KiB writes, one batch each,
+ * and exits without closing, so they all sit in the log after the
+ * checkpoint. Then, each time from that image, the header of one batch is
+ * damaged: one inside a segment (its magic), one that starts a segment (a
+ * record header, so the area's checksum fails), both with later batches
+ * after them: testudo check must exit 1 naming the segment and offset,
+ * the engine's open must fail with TDO_ELOGDAMAGED, and neither may change
+ * the device file. Last the newest batch (a torn tail): open cuts it and
+ * every write before it reads back.
  *
  * Every sector written carries a stamp (write id, sector number) followed
  * by bytes derived from both, so any sector names the write it came from.
@@ -614,6 +625,271 @@ static int run_corrupt(void)
 	return failures ? 1 : 0;
 }
 
+/* ---- damage in the middle of the log ------------------------------------ */
+
+#define MC_BATCHES 40
+#define MC_WRITE   (64u << 10)  /* one synchronous write: one batch of 16 blocks */
+
+struct mc_batch {
+	uint64_t seq;
+	uint32_t seg, off;
+	uint32_t nrec;
+	uint64_t blocks[16];        /* the blocks it holds (a write may be split at a segment's end) */
+};
+
+static int mc_cmp(const void *a, const void *b)
+{
+	const struct mc_batch *x = a, *y = b;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The child: NB acknowledged writes, each its own batch, then exit without
+ * closing, so that every batch sits in the log after the checkpoint. */
+static void mc_child(void)
+{
+	uv_loop_t loop;
+	struct tdo_engine *e;
+	struct tdo_vol_info vi;
+	uint8_t *buf = aligned_alloc(4096, MC_WRITE);
+
+	if (eng_open(&loop, &e, NULL) || tdo_vol_lookup(e, VOL_NAME, &vi))
+		_exit(2);
+	for (uint64_t i = 0; i < MC_BATCHES; i++) {
+		struct sync_ctx c = { 0 };
+		for (uint32_t k = 0; k < MC_WRITE / SECT; k++)
+			fill_sector(buf + k * SECT, i + 1, (i * MC_WRITE) / SECT + k);
+		if (tdo_engine_write(e, vi.id, i * MC_WRITE, MC_WRITE, buf, sync_cb, &c) || run_until(&loop, &c))
+			_exit(3);
+	}
+	_exit(0);
+}
+
+/* Read the image back whole into IMG (SIZE bytes). */
+static int mc_read(int fd, uint8_t *img, size_t size)
+{
+	return pread(fd, img, size, 0) == (ssize_t)size ? 0 : -1;
+}
+
+static int mc_write(int fd, const uint8_t *img, size_t size)
+{
+	return pwrite(fd, img, size, 0) == (ssize_t)size && fsync(fd) == 0 ? 0 : -1;
+}
+
+/* How many blocks the writes covered do not hold what they wrote (those of
+ * CUT, the batch cut off as a torn tail, must read as zeros instead). */
+static uint64_t mc_lost(struct tdo_engine *e, uv_loop_t *loop, const struct mc_batch *cut)
+{
+	struct tdo_vol_info vi;
+	uint8_t *cur = aligned_alloc(4096, vol_size);
+	uint64_t lost = 0;
+
+	tdo_vol_lookup(e, VOL_NAME, &vi);
+	if (read_volume(e, loop, vi.id, cur, vol_size)) {
+		free(cur);
+		return UINT64_MAX;
+	}
+	for (uint64_t b = 0; b < (uint64_t)MC_BATCHES * MC_WRITE / 4096; b++) {
+		bool in_cut = false;
+		bool ok = true;
+
+		for (uint32_t k = 0; cut && k < cut->nrec; k++)
+			in_cut |= cut->blocks[k] == b;
+		for (uint32_t k = 0; k < 4096 / SECT && ok; k++) {
+			const uint8_t *p = cur + b * 4096 + k * SECT;
+			ok = in_cut ? is_zero(p, SECT) : sector_is(p, b * 4096 / MC_WRITE + 1, b * 8 + k);
+		}
+		lost += !ok;
+	}
+	free(cur);
+	return lost;
+}
+
+/* testudo check on the device: its exit status; its lines are shown, and
+ * *NAMED is set when one of them names WANT. */
+static int mc_check(const char *want, bool *named)
+{
+	char cmd[8192], line[1024];
+	int rc;
+	FILE *f;
+
+	snprintf(cmd, sizeof cmd, "%s/testudo check '%s' > '%s.check' 2>&1", getenv("BUILD") ? getenv("BUILD") : "build",
+	         dev_path, dev_path);
+	rc = system(cmd);
+	snprintf(cmd, sizeof cmd, "%s.check", dev_path);
+	*named = false;
+	f = fopen(cmd, "r");
+	while (f && fgets(line, sizeof line, f)) {
+		fputs("    check: ", stdout);
+		fputs(line, stdout);
+		if (strstr(line, want))
+			*named = true;
+	}
+	if (f)
+		fclose(f);
+	unlink(cmd);
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int run_midcut(void)
+{
+	struct mc_batch bs[MC_BATCHES + 8];
+	struct tdo_sb sb;
+	uint8_t *pristine, *img, *now;
+	size_t size;
+	int nb = 0, failures = 0, fd, st;
+	int mid = -1, segstart = -1, last;
+	pid_t pid;
+
+	vol_size = 4ull << 20;
+	if (setup_device(64ull << 20, vol_size))
+		return 1;
+	pid = fork();
+	if (pid == 0)
+		mc_child();
+	waitpid(pid, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "torture: midcut writer failed (status %d)\n", st);
+		return 1;
+	}
+
+	/* find the batches on the device, through the format's structs */
+	fd = open(dev_path, O_RDWR);
+	size = (size_t)lseek(fd, 0, SEEK_END);
+	pristine = malloc(size);
+	img = malloc(size);
+	now = malloc(size);
+	if (fd < 0 || !pristine || !img || !now || mc_read(fd, pristine, size))
+		return 1;
+	memcpy(&sb, pristine, sizeof sb);
+	for (uint32_t s = 0; s < sb.sb_seg_count; s++) {
+		for (uint64_t off = 0; off + TDO_BLOCK_SIZE <= sb.sb_seg_size;) {
+			const uint8_t *p = pristine + sb.sb_seg_start + s * sb.sb_seg_size + off;
+			const struct tdo_batch_hdr *bh = (const void *)p;
+			const struct tdo_rec_hdr *r = (const void *)(bh + 1);
+
+			if (bh->bh_magic != TDO_BATCH_MAGIC || memcmp(bh->bh_uuid, sb.sb_uuid, 16) ||
+			    bh->bh_len % TDO_BLOCK_SIZE || bh->bh_len == 0 || off + bh->bh_len > sb.sb_seg_size) {
+				off += TDO_BLOCK_SIZE;
+				continue;
+			}
+			if (r[0].rec_type == TDO_REC_DATA && bh->bh_nrec <= 16 && nb < MC_BATCHES + 8) {
+				struct mc_batch *b = &bs[nb++];
+				b->seq = bh->bh_seq;
+				b->seg = s;
+				b->off = (uint32_t)off;
+				b->nrec = bh->bh_nrec;
+				for (uint32_t k = 0; k < bh->bh_nrec; k++)
+					b->blocks[k] = r[k].rec_block;
+			}
+			off += bh->bh_len;
+		}
+	}
+	qsort(bs, (size_t)nb, sizeof *bs, mc_cmp);
+	for (int i = 1; i < nb; i++)
+		if (bs[i].seq != bs[i - 1].seq + 1) {
+			fprintf(stderr, "torture: midcut: batches %" PRIu64 " and %" PRIu64 " are not consecutive\n",
+			        bs[i - 1].seq, bs[i].seq);
+			return 1;
+		}
+	last = nb - 1;
+	/* the interesting cases must be there: a batch inside a segment and
+	 * one that starts a segment, each with later batches in later segments */
+	for (int i = 1; i < nb - 4; i++) {
+		if (mid < 0 && i >= 4 && bs[i].off != 0 && bs[i].seg != bs[last].seg)
+			mid = i;
+		if (segstart < 0 && bs[i].off == 0 && bs[i].seg != bs[last].seg)
+			segstart = i;
+	}
+	printf("  %d batches (seq %" PRIu64 "..%" PRIu64 "), in segments %u..%u\n", nb, bs[0].seq, bs[last].seq,
+	       bs[0].seg, bs[last].seg);
+	if (nb < MC_BATCHES || mid < 0 || segstart < 0) {
+		fprintf(stderr, "torture: midcut: the log does not have the shape the test needs\n");
+		return 1;
+	}
+
+	for (int c = 0; c < 3; c++) {
+		int i = c == 0 ? mid : c == 1 ? segstart : last;
+		const struct mc_batch *b = &bs[i];
+		uint64_t at = sb.sb_seg_start + b->seg * sb.sb_seg_size + b->off;
+		char want[64];
+		bool named, changed;
+		int rc, err;
+		uv_loop_t loop;
+		struct tdo_engine *e;
+
+		memcpy(img, pristine, size);
+		if (c == 0) {
+			/* the magic: not a batch header any more */
+			img[at] ^= 0xff;
+		} else {
+			/* a record header: the header area's checksum fails */
+			img[at + sizeof(struct tdo_batch_hdr) + 8] ^= 0xff;
+		}
+		snprintf(want, sizeof want, "segment %u offset %u", b->seg, b->off);
+		printf("  %s: batch %" PRIu64 " at %s damaged, %d later batches\n",
+		       c == 0 ? "inside a segment" : c == 1 ? "starting a segment" : "the last one (a torn tail)",
+		       b->seq, want, last - i);
+		if (mc_write(fd, img, size))
+			return 1;
+
+		rc = mc_check(want, &named);
+		if (mc_read(fd, now, size))
+			return 1;
+		changed = memcmp(now, img, size) != 0;
+		if (c < 2 && (rc != 1 || !named || changed)) {
+			fprintf(stderr, "torture: midcut: testudo check exit %d, %s the place (%s), device %s\n", rc,
+			        named ? "named" : "did not name", want, changed ? "CHANGED" : "unchanged");
+			failures++;
+		}
+		if (c == 2 && rc != 0) {
+			fprintf(stderr, "torture: midcut: testudo check exit %d on a torn tail, want 0\n", rc);
+			failures++;
+		}
+		if (changed && mc_write(fd, img, size)) /* open must see the damaged image */
+			return 1;
+
+		err = eng_open(&loop, &e, NULL);
+		if (c < 2) {
+			if (err == 0) {
+				uint64_t lost = mc_lost(e, &loop, NULL);
+				fprintf(stderr, "torture: midcut: open succeeded over damage in the middle of the log: "
+				        "%" PRIu64 " of %u acknowledged blocks lost\n", lost, MC_BATCHES * MC_WRITE / 4096);
+				eng_close(&loop, e);
+				failures++;
+			} else {
+				uv_loop_close(&loop);
+				if (err != TDO_ELOGDAMAGED) {
+					fprintf(stderr, "torture: midcut: open failed with %d, want TDO_ELOGDAMAGED\n", err);
+					failures++;
+				}
+				if (mc_read(fd, now, size))
+					return 1;
+				if (memcmp(now, img, size) != 0) {
+					fprintf(stderr, "torture: midcut: the failed open changed the device\n");
+					failures++;
+				}
+			}
+		} else {
+			uint64_t lost;
+			if (err)
+				return 1;
+			lost = mc_lost(e, &loop, b);
+			eng_close(&loop, e);
+			if (lost) {
+				fprintf(stderr, "torture: midcut: torn tail cut, but %" PRIu64 " blocks before it are wrong\n", lost);
+				failures++;
+			}
+		}
+	}
+	close(fd);
+	free(pristine);
+	free(img);
+	free(now);
+	printf("midcut: %s\n", failures ? "FAILED" :
+	       "damage before later batches refused by open and named by check, device unchanged; torn tail cut");
+	return failures ? 1 : 0;
+}
+
 /* ---- cleaner ------------------------------------------------------------- */
 
 struct cl {
@@ -780,7 +1056,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!dev_path) {
-		fprintf(stderr, "usage: torture crash|powercut|corrupt|cleaner --dev FILE [options]\n");
+		fprintf(stderr, "usage: torture crash|powercut|corrupt|midcut|cleaner --dev FILE [options]\n");
 		return 2;
 	}
 	printf("torture %s on %s (%s backend, seed %" PRIu64 ")\n", mode, dev_path,
@@ -791,6 +1067,8 @@ int main(int argc, char **argv)
 		return run_kill(true, iterations, seed);
 	if (!strcmp(mode, "corrupt"))
 		return run_corrupt();
+	if (!strcmp(mode, "midcut"))
+		return run_midcut();
 	if (!strcmp(mode, "cleaner"))
 		return run_cleaner(util, overwrite);
 	fprintf(stderr, "torture: unknown mode '%s'\n", mode);
