@@ -202,6 +202,12 @@ static void eng_free(struct tdo_engine *e)
 int tdo_engine_open(uv_loop_t *loop, const char *path,
                     const struct tdo_open_opts *opts, struct tdo_engine **out)
 {
+	return eng_open(loop, path, opts, out, NULL);
+}
+
+int eng_open(uv_loop_t *loop, const char *path, const struct tdo_open_opts *opts,
+             struct tdo_engine **out, struct rcv_damage *dmg)
+{
 	struct tdo_engine *e;
 	uint64_t t0 = tdo_now_usec(), seq;
 	uint32_t seg, off;
@@ -254,7 +260,8 @@ int tdo_engine_open(uv_loop_t *loop, const char *path,
 	err = ckpt_load(e, &seq, &seg, &off);
 	if (err)
 		goto fail_close;
-	err = rcv_replay(e, seq, seg, off);
+	/* a failed replay writes nothing: damage stays as it was found */
+	err = rcv_replay(e, seq, seg, off, dmg);
 	if (err)
 		goto fail_close;
 	/* a fresh checkpoint: from here on nothing refers to the old replay

@@ -7,7 +7,9 @@
  * check walks every segment in use, verifies each batch's header area,
  * and for each record the index names verifies the payload against the
  * record's checksum and the index's; then it makes sure every index entry
- * was matched by a record. It reports, it never repairs.
+ * was matched by a record. A log damaged before later batches, which the
+ * engine refuses to open, it reports with recovery's finding of the place.
+ * It reports, it never repairs.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -31,14 +33,15 @@ static void close_cb(void *arg, int status)
 	*(int *)arg = status ? status : 1;
 }
 
-static int open_offline(const char *path, uv_loop_t *loop, struct tdo_engine **e)
+static int open_offline(const char *path, uv_loop_t *loop, struct tdo_engine **e,
+                        struct rcv_damage *dmg)
 {
 	struct tdo_open_opts o = { 0 };
 
 	o.no_cleaner = 1;
 	if (uv_loop_init(loop))
 		return -ENOMEM;
-	return tdo_engine_open(loop, path, &o, e);
+	return eng_open(loop, path, &o, e, dmg);
 }
 
 static int close_offline(uv_loop_t *loop, struct tdo_engine *e)
@@ -58,7 +61,7 @@ int tdo_inspect(const char *path, FILE *out, int json)
 	struct tdo_engine *e;
 	uv_loop_t loop;
 	char u[40], a[32], b[32], cs[32];
-	int err = open_offline(path, &loop, &e);
+	int err = open_offline(path, &loop, &e, NULL);
 
 	if (err) {
 		uv_loop_close(&loop);
@@ -178,15 +181,23 @@ static int check_entry(void *arg, uint64_t b, struct tdo_ie ie)
 int tdo_check(const char *path, FILE *out)
 {
 	struct check_ctx c = { 0 };
+	struct rcv_damage dmg;
 	struct tdo_engine *e;
 	uv_loop_t loop;
 	uint8_t *buf;
 	uint64_t records = 0;
-	int err = open_offline(path, &loop, &e);
+	int err = open_offline(path, &loop, &e, &dmg);
 
 	if (err) {
 		uv_loop_close(&loop);
-		return err;
+		if (err != TDO_ELOGDAMAGED)
+			return err;
+		fprintf(out, "damaged: the log at segment %u offset %u: batch %" PRIu64 " fails its checks, and %" PRIu64
+		        " later batches follow it (the first, batch %" PRIu64 ", at segment %u offset %u)\n",
+		        dmg.seg, dmg.off, dmg.seq, dmg.later, dmg.first_seq, dmg.first_seg, dmg.first_off);
+		fprintf(out, "log damaged before later batches: DAMAGED (1 problems); the engine will not open the device, "
+		        "and nothing was written to it\n");
+		return 1;
 	}
 	c.e = e;
 	c.out = out;
@@ -201,6 +212,7 @@ int tdo_check(const char *path, FILE *out)
 	}
 	for (uint32_t s = 0; s < e->sb.sb_seg_count; s++) {
 		uint64_t base = e->sb.sb_seg_start + (uint64_t)s * e->sb.sb_seg_size;
+		uint64_t end = s == e->head_seg ? e->head_off : e->sb.sb_seg_size, prev_seq = 0;
 		uint32_t off = 0;
 
 		if (e->segs[s].state == SEG_FREE || (e->segs[s].live == 0 && s != e->head_seg))
@@ -211,12 +223,17 @@ int tdo_check(const char *path, FILE *out)
 			c.problems++;
 			continue;
 		}
-		while (off + TDO_BLOCK_SIZE <= e->sb.sb_seg_size) {
+		while (off + TDO_BLOCK_SIZE <= end) {
 			const struct tdo_batch_hdr *bh = (const void *)(buf + off);
 			const struct tdo_rec_hdr *r = (const void *)(bh + 1);
 
-			if (batch_check_head(bh, e->sb.sb_uuid, 0, e->sb.sb_seg_size - off))
+			/* the segment's batches since it was last opened have
+			 * rising seqs; a lower one is left from before, and the
+			 * head segment holds the log only up to the head (a torn
+			 * tail recovery cut may lie after it) */
+			if (batch_check_head(bh, e->sb.sb_uuid, 0, e->sb.sb_seg_size - off) || bh->bh_seq <= prev_seq)
 				break; /* end of what this segment holds */
+			prev_seq = bh->bh_seq;
 			if (batch_check_area(bh)) {
 				fprintf(out, "damaged: segment %u offset %u: batch %" PRIu64 " header area fails its checksum\n",
 				        s, off, bh->bh_seq);

@@ -427,6 +427,11 @@ uint64_t eng_sector_to_seg(struct tdo_engine *e, uint64_t sector);
 bool eng_record_live(struct tdo_engine *e, const struct tdo_rec_hdr *r, uint64_t sector,
                      struct vol **vp, struct tdo_ie *iep);
 uint64_t eng_capacity(const struct tdo_sb *sb);
+struct rcv_damage;
+/* tdo_engine_open, and on TDO_ELOGDAMAGED where the damage is into *DMG
+ * (when not NULL): testudo check reports it. */
+int eng_open(uv_loop_t *loop, const char *path, const struct tdo_open_opts *opts,
+             struct tdo_engine **out, struct rcv_damage *dmg);
 void eng_maybe_finish_close(struct tdo_engine *e);
 
 /* ---- volume.c --------------------------------------------------------- */
@@ -465,7 +470,19 @@ int ckpt_load(struct tdo_engine *e, uint64_t *log_seq, uint32_t *log_seg, uint32
 
 /* ---- recovery.c ------------------------------------------------------- */
 
-int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off);
+/* Where replay found damage with later batches after it (TDO_ELOGDAMAGED). */
+struct rcv_damage {
+	uint32_t seg, off;          /* the damage */
+	uint64_t seq;               /* the batch due there */
+	uint64_t later;             /* valid batches with a higher seq found */
+	uint64_t first_seq;         /* the lowest of them, and where it is */
+	uint32_t first_seg, first_off;
+};
+/* Replay the log from batch SEQ at (SEG, OFF) and set the log head. A
+ * torn tail is cut; damage that later batches follow is TDO_ELOGDAMAGED
+ * (logged, and described in *DMG when DMG is not NULL); a read error is
+ * returned, never taken for the end of the log. Reads only. */
+int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off, struct rcv_damage *dmg);
 /* Apply one record (replay and run time share it). PAYLOAD may be NULL for
  * data records. SECTOR is the device sector of the payload. */
 int rcv_apply(struct tdo_engine *e, const struct tdo_rec_hdr *r,

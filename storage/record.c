@@ -3,7 +3,8 @@
  * DESIGN: sealing and checking every on-disk structure, and the lz4 form of
  * a block. Pure functions on buffers, so the unit tests can drive them with
  * no device. A structure that fails a check here is never trusted: callers
- * treat it as the end of the log (batches) or as damage (everything else).
+ * treat it as the end of the log (a batch with no valid later batch after
+ * it, recovery.c) or as damage (everything else).
  */
 #include <errno.h>
 #include <lz4.h>

@@ -11,14 +11,20 @@
  * needs nothing else, and every payload keeps its checksum in the index,
  * so reads catch damage. The writer keeps one batch in flight, so only the
  * newest batch can be torn: its payloads are read and verified, and if they
- * fail it is the torn tail and is cut off.
+ * fail it is the torn tail and is cut off. Where the chain stops, the
+ * device is searched for a valid batch with a higher seq (check_end): one
+ * means the stop is damage, not the end, and open fails with
+ * TDO_ELOGDAMAGED instead of cutting acknowledged batches off. A read error
+ * fails open too; it is never taken for the end of the log.
  *
  * Client records apply in log order, whatever their LSNs (a replica's
  * resync copy may carry an older LSN than what it replaces). A cleaner
  * copy applies only over the very version it copied (same LSN and
  * payload checksum), so an older copy never overrides a newer write.
  *
- * Must never: apply a batch that failed its checks and has no successor.
+ * Must never: apply a batch that failed its checks and has no successor;
+ * end the log before a batch that a valid later batch proves durable;
+ * write to the device (open writes its checkpoint only after replay).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -208,43 +214,84 @@ static bool payloads_ok(const uint8_t *batch)
 	return true;
 }
 
-/* The segment whose first batch has SEQ, or UINT32_MAX. */
-static uint32_t find_seg(struct tdo_engine *e, uint64_t **first, uint64_t seq)
+/*
+ * The first page of every segment, read once per replay: FIRST[s] is the
+ * seq its batch header claims (0: no header there), SUSPECT[s] is set when
+ * the page is ours (our magic or our uuid) but not a batch whose seq can be
+ * trusted (its first record header must verify and repeat the seq).
+ */
+struct firsts {
+	uint64_t *first;
+	uint8_t *suspect;
+};
+
+static int firsts_load(struct tdo_engine *e, struct firsts *f)
 {
-	if (!*first) {
-		uint8_t *page = dev_alloc(TDO_BLOCK_SIZE);
-		*first = calloc(e->sb.sb_seg_count, sizeof **first);
-		if (!page || !*first) {
-			free(page);
-			return UINT32_MAX;
+	uint8_t *page;
+	int err = 0;
+
+	if (f->first)
+		return 0;
+	page = dev_alloc(TDO_BLOCK_SIZE);
+	f->first = calloc(e->sb.sb_seg_count, sizeof *f->first);
+	f->suspect = calloc(e->sb.sb_seg_count, 1);
+	if (!page || !f->first || !f->suspect)
+		err = -ENOMEM;
+	for (uint32_t s = 0; s < e->sb.sb_seg_count && !err; s++) {
+		const struct tdo_batch_hdr *bh = (const void *)page;
+		const struct tdo_rec_hdr *r = (const void *)(bh + 1);
+
+		err = dev_pread(&e->dev, page, TDO_BLOCK_SIZE, e->sb.sb_seg_start + (uint64_t)s * e->sb.sb_seg_size);
+		if (err) {
+			tdo_log(TDO_LOG_ERROR, "recovery", "reading the first page of segment %u failed: %s", s,
+			        tdo_strerror(err));
+			break;
 		}
-		for (uint32_t s = 0; s < e->sb.sb_seg_count; s++) {
-			const struct tdo_batch_hdr *bh = (const void *)page;
-			if (dev_pread(&e->dev, page, TDO_BLOCK_SIZE,
-			              e->sb.sb_seg_start + (uint64_t)s * e->sb.sb_seg_size))
-				continue;
-			if (!batch_check_head(bh, e->sb.sb_uuid, 0, e->sb.sb_seg_size))
-				(*first)[s] = bh->bh_seq;
+		if (!batch_check_head(bh, e->sb.sb_uuid, 0, e->sb.sb_seg_size)) {
+			f->first[s] = bh->bh_seq;
+			f->suspect[s] = !rec_valid(&r[0]) || r[0].rec_seq != bh->bh_seq;
+		} else {
+			f->suspect[s] = bh->bh_magic == TDO_BATCH_MAGIC || !memcmp(bh->bh_uuid, e->sb.sb_uuid, 16);
 		}
-		free(page);
 	}
-	for (uint32_t s = 0; s < e->sb.sb_seg_count; s++)
-		if ((*first)[s] == seq)
-			return s;
-	return UINT32_MAX;
+	free(page);
+	if (err) {
+		free(f->first);
+		free(f->suspect);
+		f->first = NULL;
+		f->suspect = NULL;
+	}
+	return err;
 }
 
-/* Where the batch SEQ would be after one ending at (SEG, OFF). */
-static int locate(struct tdo_engine *e, uint8_t **buf, uint32_t *cap, uint64_t **first,
+/* The segment whose first batch has SEQ into *S: 0, -EILSEQ when there is
+ * none, or a read error. */
+static int find_seg(struct tdo_engine *e, struct firsts *f, uint64_t seq, uint32_t *s)
+{
+	int err = firsts_load(e, f);
+
+	if (err)
+		return err;
+	for (*s = 0; *s < e->sb.sb_seg_count; (*s)++)
+		if (f->first[*s] == seq)
+			return 0;
+	return -EILSEQ;
+}
+
+/* Where the batch SEQ would be after one ending at (SEG, OFF): 0, -EILSEQ
+ * when it is nowhere, or a read error (never taken for the end of the log). */
+static int locate(struct tdo_engine *e, uint8_t **buf, uint32_t *cap, struct firsts *f,
                   uint32_t *seg, uint32_t *off, uint64_t seq)
 {
 	uint32_t s;
+	int err = batch_at(e, buf, cap, *seg, *off, seq);
 
-	if (batch_at(e, buf, cap, *seg, *off, seq) == 0)
-		return 0;
-	s = find_seg(e, first, seq);
-	if (s == UINT32_MAX || batch_at(e, buf, cap, s, 0, seq))
-		return -EILSEQ;
+	if (err != -EILSEQ)
+		return err;
+	if ((err = find_seg(e, f, seq, &s)))
+		return err;
+	if ((err = batch_at(e, buf, cap, s, 0, seq)))
+		return err;
 	*seg = s;
 	*off = 0;
 	return 0;
@@ -303,12 +350,124 @@ static int apply_batch(struct tdo_engine *e, const uint8_t *hdr, const uint8_t *
 	return err;
 }
 
-int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
+/* ---- the end of the log: a torn tail, or damage -------------------------- */
+
+/*
+ * Replay stopped at (SEG, OFF), where batch SEQ was due and is not (or is
+ * torn). That is the end of the log when no later batch is on the device,
+ * and damage in its middle when one is. The writer keeps one batch in
+ * flight (e->inflight) and wr_schedule builds the next only from
+ * batch_done, once the previous batch's write and its fdatasync have
+ * completed (io_uring: a write linked to an fdatasync; workers: dev_pwrite
+ * then dev_sync); open writes its checkpoint before any batch. So a crash
+ * or power cut tears at most the newest batch, and a batch with a higher
+ * seq and a valid header area proves that batch SEQ was durable: cutting
+ * the log there would drop acknowledged writes.
+ *
+ * Where a later batch can be: the chain goes on either in the rest of
+ * SEG, or at the start of a segment it moved to after SEQ - 1. Such a
+ * segment's first page holds a batch with seq >= SEQ, or is damaged (a
+ * damaged SEQ itself, with SEQ + 1 after it). A segment whose first batch
+ * is intact and older than SEQ has not been opened since, so holds nothing
+ * later (a reused segment's older batches all have lower seqs). A first
+ * page with neither our magic nor our uuid is taken for never written: a
+ * segment-opening header damaged that badly is the one case not seen here
+ * (unless the chain reaches a later segment start, which is).
+ */
+struct later {
+	uint64_t n;                 /* valid batches with seq > SEQ */
+	uint64_t first_seq;         /* the lowest of them, and where */
+	uint32_t first_seg, first_off;
+};
+
+/* Count the valid batches with seq > SEQ in segment S from FROM on. */
+static int scan_later(struct tdo_engine *e, uint8_t *buf, uint32_t win, uint32_t s, uint32_t from,
+                      uint64_t seq, struct later *l)
+{
+	uint64_t base = e->sb.sb_seg_start + (uint64_t)s * e->sb.sb_seg_size;
+	uint64_t size = e->sb.sb_seg_size, wstart = from, wlen = 0;
+	uint32_t hdr_max = batch_hdr_len(TDO_BATCH_MAX_REC);
+
+	for (uint64_t o = from; o + TDO_BLOCK_SIZE <= size;) {
+		const struct tdo_batch_hdr *bh;
+		int err;
+
+		/* the window holds any header area that starts in it */
+		if (o + hdr_max > wstart + wlen && wstart + wlen < size) {
+			wstart = o;
+			wlen = size - o < win ? size - o : win;
+			if ((err = dev_pread(&e->dev, buf, wlen, base + wstart))) {
+				tdo_log(TDO_LOG_ERROR, "recovery", "reading segment %u offset %llu failed: %s", s,
+				        (unsigned long long)wstart, tdo_strerror(err));
+				return err;
+			}
+		}
+		bh = (const void *)(buf + (o - wstart));
+		if (batch_check_head(bh, e->sb.sb_uuid, 0, size - o) || bh->bh_hdr_len > wstart + wlen - o ||
+		    batch_check_area(bh)) {
+			o += TDO_BLOCK_SIZE;
+			continue;
+		}
+		if (bh->bh_seq > seq) {
+			if (!l->n || bh->bh_seq < l->first_seq) {
+				l->first_seq = bh->bh_seq;
+				l->first_seg = s;
+				l->first_off = (uint32_t)o;
+			}
+			l->n++;
+		}
+		o += bh->bh_len;
+	}
+	return 0;
+}
+
+static int check_end(struct tdo_engine *e, struct firsts *f, uint32_t seg, uint32_t off, uint64_t seq,
+                     struct rcv_damage *dmg)
+{
+	uint32_t win = e->sb.sb_seg_size < (8u << 20) ? (uint32_t)e->sb.sb_seg_size : 8u << 20;
+	uint8_t *buf = dev_alloc(win);
+	struct later l = { 0 };
+	int err = buf ? firsts_load(e, f) : -ENOMEM;
+
+	if (!err)
+		err = scan_later(e, buf, win, seg, off, seq, &l);
+	for (uint32_t s = 0; s < e->sb.sb_seg_count && !err; s++)
+		if (s != seg && (f->first[s] >= seq || f->suspect[s]))
+			err = scan_later(e, buf, win, s, 0, seq, &l);
+	free(buf);
+	if (err || !l.n)
+		return err;
+	/* the first later batch opens the run after the damage: inside a
+	 * segment other than SEG, whatever precedes it there is damaged from
+	 * that segment's start */
+	if (l.first_seg != seg && l.first_off != 0) {
+		seg = l.first_seg;
+		off = 0;
+	}
+	tdo_log(TDO_LOG_ERROR, "recovery",
+	        "the log is damaged at segment %u offset %u: batch %llu fails its checks, and %llu later "
+	        "batches follow (the first, batch %llu, at segment %u offset %u); the device is not opened, "
+	        "so that they are not cut off, and nothing was written to it",
+	        seg, off, (unsigned long long)seq, (unsigned long long)l.n, (unsigned long long)l.first_seq,
+	        l.first_seg, l.first_off);
+	if (dmg) {
+		dmg->seg = seg;
+		dmg->off = off;
+		dmg->seq = seq;
+		dmg->later = l.n;
+		dmg->first_seq = l.first_seq;
+		dmg->first_seg = l.first_seg;
+		dmg->first_off = l.first_off;
+	}
+	return TDO_ELOGDAMAGED;
+}
+
+int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off, struct rcv_damage *dmg)
 {
 	uint32_t cap = TDO_BLOCK_SIZE, pcap = 0, pseg = 0, poff = 0;
 	uint8_t *buf = dev_alloc(cap), *prev = NULL;
-	uint64_t *first = NULL;
-	bool have_prev = false;
+	struct firsts f = { NULL, NULL };
+	bool have_prev = false, torn = false;
 	int err = 0;
 
 	if (!buf)
@@ -316,9 +475,15 @@ int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
 	/* a batch is applied once the next one is found (so it was complete
 	 * before the next was written); the last one only if its payloads
 	 * check out, since only the newest batch can be torn */
-	while (locate(e, &buf, &cap, &first, &seg, &off, seq) == 0) {
-		const struct tdo_batch_hdr *h = (const void *)buf;
+	for (;;) {
+		const struct tdo_batch_hdr *h;
 
+		if ((err = locate(e, &buf, &cap, &f, &seg, &off, seq))) {
+			if (err == -EILSEQ)
+				err = 0; /* the chain ends here: check_end says how */
+			break;
+		}
+		h = (const void *)buf;
 		if (have_prev && (err = apply_batch(e, prev, NULL, pseg, poff)))
 			break;
 		if (h->bh_hdr_len > pcap) {
@@ -348,22 +513,31 @@ int rcv_replay(struct tdo_engine *e, uint64_t seq, uint32_t seg, uint32_t off)
 			if (memcmp(full, prev, h->bh_hdr_len) == 0 && payloads_ok(full)) {
 				err = apply_batch(e, prev, full, pseg, poff);
 			} else {
-				tdo_log(TDO_LOG_INFO, "recovery",
-				        "cut torn tail: batch %llu at segment %u offset %u failed its checksums",
-				        (unsigned long long)h->bh_seq, pseg, poff);
-				/* the log ends before it */
+				/* the log ends before it, unless check_end finds more */
 				seg = pseg;
 				off = poff;
 				seq--;
+				torn = true;
 			}
 		}
 		free(full);
 	}
+	if (!err)
+		err = check_end(e, &f, seg, off, seq, dmg);
 	free(buf);
 	free(prev);
-	free(first);
-	if (err)
+	free(f.first);
+	free(f.suspect);
+	if (err) {
+		if (err != TDO_ELOGDAMAGED)
+			tdo_log(TDO_LOG_ERROR, "recovery", "replay stopped at segment %u offset %u (batch %llu): %s",
+			        seg, off, (unsigned long long)seq, tdo_strerror(err));
 		return err;
+	}
+	if (torn)
+		tdo_log(TDO_LOG_INFO, "recovery",
+		        "cut torn tail: batch %llu at segment %u offset %u failed its checksums",
+		        (unsigned long long)seq, seg, off);
 	e->head_seg = seg;
 	e->head_off = off;
 	/* skip one seq: a torn batch with the next seq may still sit on the

@@ -181,6 +181,7 @@ const char *tdo_strerror(int err)
 	case TDO_EVOLEXIST: return "a volume of that name already exists";
 	case TDO_ENOSPACE: return "not enough space on the device for that volume size";
 	case TDO_ETOOSMALL: return "too small for 8 segments and the checkpoint areas";
+	case TDO_ELOGDAMAGED: return "the log is damaged before later batches; not opened, so none is cut off (testudo check names the place)";
 	default:
 		if (err < 0 && err > -4000)
 			return strerror(-err);

@@ -33,7 +33,7 @@ enum {
 	TDO_EVOLEXIST= -4007, /* a volume of that name exists */
 	TDO_ENOSPACE = -4008, /* the device cannot hold that much volume */
 	TDO_ETOOSMALL= -4009, /* format: too small for 8 segments and the checkpoints */
-	TDO_ELOGDAMAGED = -4010, /* open: a damaged batch with later valid batches after it */
+	TDO_ELOGDAMAGED = -4010, /* open: a damaged batch with valid later batches after it */
 };
 /* A message for 0, a negative errno or a TDO_E* code. */
 const char *tdo_strerror(int err);
@@ -91,6 +91,9 @@ int tdo_engine_sigbus_install(void);
 /*
  * Open the device at PATH and recover it: load the newest checkpoint,
  * replay the log after it, cut a torn tail, then write a fresh checkpoint.
+ * A damaged batch with valid later batches after it is no torn tail:
+ * open fails with TDO_ELOGDAMAGED (the place is logged) and writes
+ * nothing, rather than cut acknowledged writes off.
  * Takes an exclusive lock on the device (TDO_ELOCKED when held). The
  * backend comes from the superblock. Blocks the calling thread; call it
  * before the loop runs.
@@ -234,8 +237,10 @@ int tdo_inspect(const char *path, FILE *out, int json);
  * Verify every batch header in every segment in use, every live record's
  * payload against its record and index checksums, and every index entry
  * against the record it names. Problems are printed to OUT one per line
- * with volume, block and location. Returns 0 clean, 1 damaged, or a
- * negative error when the device could not be examined.
+ * with volume, block and location; a log damaged before later batches
+ * (the engine will not open it) is one problem, with its segment and
+ * offset. Returns 0 clean, 1 damaged, or a negative error when the device
+ * could not be examined.
  */
 int tdo_check(const char *path, FILE *out);
 

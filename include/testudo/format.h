@@ -78,6 +78,9 @@ _Static_assert(sizeof(struct tdo_sb) == 256, "superblock size");
  *
  * Invariants: bh_csum covers the whole header area; bh_len is a multiple
  * of 4 KiB, covers header area and payloads, and ends inside the segment.
+ * A batch is written only once the one before it is durable, so a batch
+ * with a valid header area proves every lower bh_seq of its chain durable:
+ * only the newest batch can be torn.
  */
 #define TDO_BATCH_MAGIC 0x48435442554f4454ull /* "TDOUBTCH" */
 struct tdo_batch_hdr {

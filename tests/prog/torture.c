@@ -26,8 +26,8 @@
  * record header, so the area's checksum fails), both with later batches
  * after them: testudo check must exit 1 naming the segment and offset,
  * the engine's open must fail with TDO_ELOGDAMAGED, and neither may change
- * the device file. Last the newest batch (a torn tail): open cuts it and
- * every write before it reads back.
+ * the device file. Last the newest batch's header, then its payload (a
+ * torn tail): open cuts it and every write before it reads back.
  *
  * Every sector written carries a stamp (write id, sector number) followed
  * by bytes derived from both, so any sector names the write it came from.
@@ -363,13 +363,25 @@ static int verify(const char *journal, uint8_t *base, uint64_t *max_id, bool qui
 			checked_acked++;
 		}
 
-		if ((err = eng_open(&loop, &e, NULL)))
+		if ((err = eng_open(&loop, &e, NULL))) {
+			uv_loop_close(&loop);
+			free(issue);
+			free(ack);
+			free(acked);
+			free(recs);
 			return err;
+		}
 		tdo_vol_lookup(e, VOL_NAME, &vi);
 		cur = aligned_alloc(4096, vol_size);
 		err = read_volume(e, &loop, vi.id, cur, vol_size);
 		if (err) {
 			fprintf(stderr, "torture: reading the volume back: %s\n", tdo_strerror(err));
+			eng_close(&loop, e);
+			free(cur);
+			free(issue);
+			free(ack);
+			free(acked);
+			free(recs);
 			return err;
 		}
 		for (uint64_t s = 0; s < nsect; s++) {
@@ -807,7 +819,7 @@ static int run_midcut(void)
 		return 1;
 	}
 
-	for (int c = 0; c < 3; c++) {
+	for (int c = 0; c < 4; c++) {
 		int i = c == 0 ? mid : c == 1 ? segstart : last;
 		const struct mc_batch *b = &bs[i];
 		uint64_t at = sb.sb_seg_start + b->seg * sb.sb_seg_size + b->off;
@@ -821,13 +833,18 @@ static int run_midcut(void)
 		if (c == 0) {
 			/* the magic: not a batch header any more */
 			img[at] ^= 0xff;
-		} else {
+		} else if (c < 3) {
 			/* a record header: the header area's checksum fails */
 			img[at + sizeof(struct tdo_batch_hdr) + 8] ^= 0xff;
+		} else {
+			/* a payload (the header area is one page here): the
+			 * header checks out, the batch is torn after it */
+			img[at + TDO_BLOCK_SIZE + 100] ^= 0xff;
 		}
 		snprintf(want, sizeof want, "segment %u offset %u", b->seg, b->off);
 		printf("  %s: batch %" PRIu64 " at %s damaged, %d later batches\n",
-		       c == 0 ? "inside a segment" : c == 1 ? "starting a segment" : "the last one (a torn tail)",
+		       c == 0 ? "inside a segment" : c == 1 ? "starting a segment" :
+		       c == 2 ? "the last one (a torn tail)" : "the last one's payload (a torn tail)",
 		       b->seq, want, last - i);
 		if (mc_write(fd, img, size))
 			return 1;
@@ -841,7 +858,7 @@ static int run_midcut(void)
 			        named ? "named" : "did not name", want, changed ? "CHANGED" : "unchanged");
 			failures++;
 		}
-		if (c == 2 && rc != 0) {
+		if (c >= 2 && rc != 0) {
 			fprintf(stderr, "torture: midcut: testudo check exit %d on a torn tail, want 0\n", rc);
 			failures++;
 		}
