@@ -154,3 +154,21 @@ all_up() {
 		[ "$i" = "$k" ] || [ "$(peer_state "$i" "n$k")" = up ] || return 1
 	done; done
 }
+
+# ---- a cluster's volumes, as node I's admin API shows them (start_cluster's arrays)
+cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
+uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
+# the replica states of volume $2 as node $1 sees them, sorted: "n1=in-sync n2=in-sync n3=out-of-date"
+states() {
+	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys
+v = json.load(sys.stdin)
+print(' '.join(sorted('%s=%s' % (r['node'], r['state']) for r in v['replicas'])))"
+}
+field() {   # field I VOLUME KEY
+	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys; print(json.load(sys.stdin)['$3'])"
+}
+all_in_sync() { [ "$(states "$1" "$2")" = "n1=in-sync n2=in-sync n3=in-sync" ]; }
+state_of() { states "$1" "$2" | tr ' ' '\n' | sed -n "s/^$3=//p"; }
+has_state() { [ "$(state_of "$1" "$2" "$3")" = "$4" ]; }
+# identical I [VOLUME]: volume verify through node I says the replicas are identical (VOLUME: v1)
+identical() { cli "$1" volume verify "${2:-v1}" | tee "$D/vv.out" && grep -q ": identical" "$D/vv.out"; }

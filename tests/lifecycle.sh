@@ -40,7 +40,7 @@ stop_bounded() {
 	kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 	return 1
 }
-field() {   # field ADMINPORT VOLUME KEY: one field of GET /v1/volumes/VOLUME
+vfield() {   # vfield ADMINPORT VOLUME KEY: one field of GET /v1/volumes/VOLUME
 	curl -s "127.0.0.1:$1/v1/volumes/$2" | $PY -c "import json,sys; print(json.load(sys.stdin).get('$3'))"
 }
 
@@ -49,11 +49,11 @@ start_node "$D/a1" || { echo "FAILED: testudod did not start"; exit 1; }
 $B --admin 127.0.0.1:$ADMIN_PORT volume create e 8M >/dev/null
 $B --admin 127.0.0.1:$ADMIN_PORT volume delete e >/dev/null
 $B --admin 127.0.0.1:$ADMIN_PORT volume create e 8M >/dev/null
-EP=$(field $ADMIN_PORT e epoch)
+EP=$(vfield $ADMIN_PORT e epoch)
 stop_node
 start_node "$D/a1" || { echo "FAILED: testudod did not restart"; exit 1; }
-step "A1: re-created volume at epoch $EP keeps it after a restart (got $(field $ADMIN_PORT e epoch))" \
-	test "$(field $ADMIN_PORT e epoch)" -ge "$EP"
+step "A1: re-created volume at epoch $EP keeps it after a restart (got $(vfield $ADMIN_PORT e epoch))" \
+	test "$(vfield $ADMIN_PORT e epoch)" -ge "$EP"
 stop_node
 NODE_PID=
 
@@ -93,7 +93,7 @@ step "A4: rv deleted through n1" $B --admin 127.0.0.1:${CL_ADMIN[1]} volume dele
 step "A4: rv created again" $B --admin 127.0.0.1:${CL_ADMIN[1]} volume create rv 8M --replicas 2
 sleep 1
 step "A4: n3 does not count the old volume's client as attached to the new one" \
-	test "$(field ${CL_ADMIN[3]} rv connections)" = 0
+	test "$(vfield ${CL_ADMIN[3]} rv connections)" = 0
 step "A4: the re-created volume can be deleted through n3" $B --admin 127.0.0.1:${CL_ADMIN[3]} volume delete rv
 kill $CLI 2>/dev/null; wait $CLI 2>/dev/null; CLI=
 stop_cluster || echo "FAILED: A4 cluster did not stop cleanly"

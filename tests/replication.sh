@@ -34,21 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
-uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
-# the replica states of volume $2 as node $1 sees them: "n1=in-sync n2=in-sync n3=out-of-date"
-states() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys
-v = json.load(sys.stdin)
-print(' '.join('%s=%s' % (r['node'], r['state']) for r in v['replicas']))"
-}
-field() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys; print(json.load(sys.stdin)['$3'])"
-}
-all_in_sync() { [ "$(states "$1" "$2")" = "n1=in-sync n2=in-sync n3=in-sync" ] ||
-	[ "$(states "$1" "$2" | tr ' ' '\n' | sort | tr '\n' ' ')" = "n1=in-sync n2=in-sync n3=in-sync " ]; }
-state_of() { states "$1" "$2" | tr ' ' '\n' | sed -n "s/^$3=//p"; }
-has_state() { [ "$(state_of "$1" "$2" "$3")" = "$4" ]; }
 # out of the in-sync set: out-of-date, or catching-up (a primary starts the
 # resync at once while the connection is still up, even to a frozen node)
 left_in_sync() { local st; st=$(state_of "$1" "$2" "$3"); [ "$st" = out-of-date ] || [ "$st" = catching-up ]; }
@@ -63,7 +48,6 @@ verify_pass() {   # verify_pass NODE JOURNAL
 	cat "$D/verify.out"
 	[ $rc = 0 ] && grep -q "verify: [1-9][0-9]* blocks checked, 0 lost" "$D/verify.out"
 }
-identical() { cli "$1" volume verify v1 | tee "$D/vv.out" && grep -q ": identical" "$D/vv.out"; }
 
 CL_RATE=(--resync-rate 16M)
 start_cluster "$D" 3 "${CL_RATE[@]}" || { echo "FAILED: the cluster did not start"; exit 1; }

@@ -32,21 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
-uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
-# the replica states of volume $2 as node $1 sees them, sorted: "n1=in-sync n2=in-sync n3=in-sync"
-states() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys
-v = json.load(sys.stdin)
-print(' '.join(sorted('%s=%s' % (r['node'], r['state']) for r in v['replicas'])))"
-}
-field() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys; print(json.load(sys.stdin)['$3'])"
-}
-all_in_sync() { [ "$(states "$1" "$2")" = "n1=in-sync n2=in-sync n3=in-sync" ]; }
-state_of() { states "$1" "$2" | tr ' ' '\n' | sed -n "s/^$3=//p"; }
-has_state() { [ "$(state_of "$1" "$2" "$3")" = "$4" ]; }
-identical() { cli "$1" volume verify "$2" | tee "$D/vv.out" && grep -q ": identical" "$D/vv.out"; }
 
 # nbd NODE VOLUME OP...: one NBD connection to NODE, the OPs in order, each
 # bounded in time (a whole call within 60 s):
