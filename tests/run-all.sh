@@ -30,7 +30,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|midcut|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|midcut|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|limits|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -102,6 +102,8 @@ if [ -x tests/admin.sh ]; then
 	run "admin API and online CLI" tests/admin.sh "$SCRATCH/admin"
 	rm -rf "$SCRATCH/admin"
 fi
+run "limits: hostile reads, idle sockets, peer handshakes" tests/limits.sh "$SCRATCH/limits"
+rm -rf "$SCRATCH/limits"
 if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	run "device file system full: errors, no loss" env BUILD="$BUILD" tests/enospc.sh "$SCRATCH/enospc"
 	rm -rf "$SCRATCH/enospc"
