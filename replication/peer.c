@@ -12,6 +12,11 @@
  * anything is allocated for or acted on; a bad frame closes that one
  * connection. Every handle is freed in its close callback; the cluster
  * itself with the last one after tdo_cluster_stop().
+ * Limits: until its handshake passed a connection reads only one HELLO's
+ * worth (a frame header and struct tdo_rm_hello, so nothing large is
+ * allocated for a stranger), at most PEER_MAX_HANDSHAKES of them are
+ * open, and each has HANDSHAKE_MS; a peer whose send queue passes
+ * PEER_MAX_QUEUED is treated as down, as a silent one is.
  * What it must never do: treat a connection as a peer's before its
  * handshake passed, or keep two live connections to one peer.
  */
@@ -73,7 +78,16 @@ struct tdo_cluster {
 	int handles;                /* open handles; the struct goes with the last */
 };
 
-#define HANDSHAKE_MS 5000
+#define HANDSHAKE_MS 5000    /* from accept or connect to WELCOME, or the connection is closed */
+/* Accepted connections still in their handshake; more are closed at once,
+ * said at most every PEER_REFUSED_LOG_MS */
+#define PEER_MAX_HANDSHAKES 32
+#define PEER_REFUSED_LOG_MS 10000
+/* What the receive buffer holds before the handshake passed */
+#define PEER_HS_RX (sizeof(struct tdo_rmsg) + sizeof(struct tdo_rm_hello))
+/* Bytes queued to one peer (ours and libuv's) before it is declared down:
+ * a peer that stops reading must not make us hold its traffic for ever */
+#define PEER_MAX_QUEUED (256u << 20)
 
 static void conn_close(struct pconn *pc, const char *why);
 
@@ -176,6 +190,10 @@ static int send_msg2(struct pconn *pc, uint16_t type, const void *a, uint32_t al
 		return -ECANCELED;
 	uint32_t len = alen + blen;
 	size_t need = pc->tx_len + sizeof(struct tdo_rmsg) + len;
+	if (need + uv_stream_get_write_queue_size((uv_stream_t *)&pc->tcp) > PEER_MAX_QUEUED) {
+		conn_close(pc, "send queue over PEER_MAX_QUEUED (256 MiB): the peer does not read");
+		return -ENOBUFS;
+	}
 	if (need > pc->tx_cap) {
 		size_t cap = pc->tx_cap ? pc->tx_cap : 64 * 1024;
 		while (cap < need)
@@ -427,8 +445,22 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
 	(void)hint;
 	struct pconn *pc = h->data;
+	if (!pc->up) {
+		/* one HELLO (or WELCOME, or REJECT) and not a byte more */
+		if (!pc->rx) {
+			if (!(pc->rx = malloc(PEER_HS_RX))) {
+				*b = uv_buf_init(NULL, 0);
+				return;
+			}
+			pc->rx_cap = PEER_HS_RX;
+		}
+		*b = uv_buf_init(pc->rx + pc->rx_len, (unsigned)(pc->rx_cap - pc->rx_len));
+		return;
+	}
 	if (pc->rx_cap - pc->rx_len < 64 * 1024) {
-		size_t cap = pc->rx_cap ? pc->rx_cap * 2 : 128 * 1024;
+		size_t cap = pc->rx_cap * 2 > 128 * 1024 ? pc->rx_cap * 2 : 128 * 1024;
+		while (cap - pc->rx_len < 64 * 1024)
+			cap *= 2;
 		char *n = realloc(pc->rx, cap);
 		if (!n) {
 			*b = uv_buf_init(NULL, 0);   /* libuv reports UV_ENOBUFS */
@@ -456,10 +488,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	while (pc->rx_len - p >= sizeof(struct tdo_rmsg)) {
 		struct tdo_rmsg h;
 		memcpy(&h, pc->rx + p, sizeof(h));
-		if (h.rm_magic != TDO_RM_MAGIC || h.rm_version != TDO_RM_VERSION || h.rm_length > TDO_RM_MAX_PAYLOAD) {
+		size_t max = pc->up ? TDO_RM_MAX_PAYLOAD : sizeof(struct tdo_rm_hello);
+		if (h.rm_magic != TDO_RM_MAGIC || h.rm_version != TDO_RM_VERSION || h.rm_length > max) {
 			conn_close(pc, h.rm_magic != TDO_RM_MAGIC ? "not a Testudo peer (bad magic)" :
 				   h.rm_version != TDO_RM_VERSION ? "unsupported peer protocol version" :
-				   "message longer than the protocol allows");
+				   pc->up ? "message longer than the protocol allows" :
+				   "handshake message longer than a HELLO");
 			return;
 		}
 		if (pc->rx_len - p < sizeof(h) + h.rm_length)
@@ -476,7 +510,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	memmove(pc->rx, pc->rx + p, pc->rx_len - p);
 	pc->rx_len -= p;
 	/* a large message still arriving: make room for all of it at once */
-	if (pc->rx_len >= sizeof(struct tdo_rmsg)) {
+	if (pc->up && pc->rx_len >= sizeof(struct tdo_rmsg)) {
 		struct tdo_rmsg h;
 		memcpy(&h, pc->rx, sizeof(h));
 		size_t need = sizeof(h) + h.rm_length + 64 * 1024;
@@ -546,16 +580,40 @@ static void dial(struct peer *p)
 		conn_close(pc, uv_strerror(rc));
 }
 
+/* More than PEER_MAX_HANDSHAKES strangers at once: closed, said at most
+ * every PEER_REFUSED_LOG_MS with how many went since the last time. */
+static void refuse_handshake(struct pconn *pc)
+{
+	static uint64_t last_log, quiet;
+	uint64_t now = tdo_now_usec();
+	conn_close(pc, NULL);
+	quiet++;
+	if (last_log && now - last_log < PEER_REFUSED_LOG_MS * 1000ull)
+		return;
+	tdo_log(TDO_LOG_WARN, "peer", "refused %llu connection%s: %d still in their handshake, the most allowed "
+		"(PEER_MAX_HANDSHAKES); said at most every %d s", (unsigned long long)quiet, quiet == 1 ? "" : "s",
+		PEER_MAX_HANDSHAKES, PEER_REFUSED_LOG_MS / 1000);
+	last_log = now;
+	quiet = 0;
+}
+
 static void on_connection(uv_stream_t *l, int status)
 {
 	struct tdo_cluster *c = l->data;
 	if (status < 0 || c->stopping)
 		return;
+	int pending = 0;
+	for (struct pconn *q = c->conns; q; q = q->next)
+		pending += !q->up && !q->outbound && !q->closing;
 	struct pconn *pc = pc_new(c, false);
 	if (!pc)
 		return;
 	if (uv_accept(l, (uv_stream_t *)&pc->tcp)) {
 		conn_close(pc, NULL);
+		return;
+	}
+	if (pending >= PEER_MAX_HANDSHAKES) {
+		refuse_handshake(pc);
 		return;
 	}
 	uv_tcp_nodelay(&pc->tcp, 1);

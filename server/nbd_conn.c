@@ -5,8 +5,10 @@
  * per-connection buffer that grows to hold one message; the parsers take
  * what is complete. The rest of a write's payload is read straight into
  * its own buffer, which goes to the volume tier without another copy.
- * Reading stops while too many requests or reply bytes are in flight
- * (back-pressure) and resumes as they drain. A connection owns the volume
+ * Reading stops while too many requests, request bytes (NBD_MAX_HELD) or
+ * reply bytes are in flight (back-pressure) and resumes as they drain: as
+ * requests finish and as replies are written. At most NBD_MAX_CONNS
+ * connections are open; each has NBD_HANDSHAKE_MS to finish its handshake. A connection owns the volume
  * handle its handshake opened and its volume's metrics slot, and lets go
  * of both in its close callback.
  *
@@ -27,48 +29,83 @@ struct send_req {
 	uv_write_t w;
 	void *free_me, *free_me2;
 	struct nbd_conn *c;
+	uint32_t held;              /* bytes of c->held given back once written */
 };
 
 static uint64_t next_conn_id;
 
+static void resume(struct nbd_conn *c);
+
+/* A connection closed before conn_start: the handle's data is all there is. */
+static void free_unstarted(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void nbd_conn_release(struct nbd_conn *c, uint32_t held)
+{
+	c->held -= held;
+	if (held)
+		c->held_wait = false; /* the waiting header is parsed again */
+}
+
 static void after_send(uv_write_t *w, int status)
 {
 	struct send_req *s = (struct send_req *)w; /* w is the first member */
+	struct nbd_conn *c = s->c; /* write callbacks run before the close callback */
 
-	(void)status; /* a failed write shows up as a read error and closes */
 	free(s->free_me);
 	free(s->free_me2);
+	nbd_conn_release(c, s->held);
 	free(s);
+	if (status < 0 && status != UV_ECANCELED) {
+		/* a client that went away while we did not read: its replies fail */
+		nbd_conn_close(c, uv_strerror(status));
+		return;
+	}
+	if (!c->closing)
+		resume(c); /* a budget or reply queue that drained lets reading go on */
 }
 
 void nbd_conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2)
+{
+	nbd_conn_send_held(c, bufs, n, free_me, free_me2, 0);
+}
+
+void nbd_conn_send_held(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2,
+                        uint32_t held)
 {
 	struct send_req *s;
 
 	if (c->closing && uv_is_closing((uv_handle_t *)&c->tcp)) {
 		free(free_me);
 		free(free_me2);
+		nbd_conn_release(c, held);
 		return;
 	}
 	s = calloc(1, sizeof *s);
 	if (!s) {
 		free(free_me);
 		free(free_me2);
+		nbd_conn_release(c, held);
 		nbd_conn_close(c, "out of memory");
 		return;
 	}
 	s->free_me = free_me;
 	s->free_me2 = free_me2;
 	s->c = c;
+	s->held = held;
 	if (uv_write(&s->w, (uv_stream_t *)&c->tcp, bufs, n, after_send)) {
 		free(free_me);
 		free(free_me2);
+		nbd_conn_release(c, held);
 		free(s);
 		nbd_conn_close(c, "write failed");
 	}
 }
 
-static void on_closed(uv_handle_t *h)
+/* The last handle of a connection closed: free it. */
+static void on_timer_closed(uv_handle_t *h)
 {
 	struct nbd_conn *c = h->data;
 	struct daemon *d = c->d;
@@ -83,6 +120,13 @@ static void on_closed(uv_handle_t *h)
 	free(c);
 	if (d->stopping && tdo_list_empty(&d->conns))
 		daemon_conns_drained(d); /* the last one out lets the daemon stop */
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct nbd_conn *c = h->data;
+
+	uv_close((uv_handle_t *)&c->hs_timer, on_timer_closed);
 }
 
 static void after_shutdown(uv_shutdown_t *req, int status)
@@ -221,7 +265,7 @@ static void on_nbd_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void update_reading(struct nbd_conn *c)
 {
-	bool want = !c->closing && !c->disc && c->inflight < NBD_MAX_INFLIGHT &&
+	bool want = !c->closing && !c->disc && !c->held_wait && c->inflight < NBD_MAX_INFLIGHT &&
 	            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < NBD_MAX_QUEUED;
 
 	if (want && !c->reading) {
@@ -244,11 +288,27 @@ void nbd_conn_request_done(struct nbd_conn *c)
 		nbd_conn_close(c, c->d->stopping ? "server shutting down" : "clean disconnect (NBD_CMD_DISC)");
 		return;
 	}
-	/* requests may be waiting in the buffer while reading was stopped */
+	resume(c);
+}
+
+/* Requests may be waiting in the buffer while reading was stopped: parse
+ * them, and read again if nothing holds us back. */
+static void resume(struct nbd_conn *c)
+{
 	if (c->in_len && !c->disc)
 		parse(c);
 	if (!c->closing)
 		update_reading(c);
+}
+
+static void hs_timeout(uv_timer_t *t)
+{
+	struct nbd_conn *c = t->data;
+
+	if (!c->closing && c->state <= CS_OPT_HEADER) {
+		c->d->met.handshakes_failed++;
+		nbd_conn_close(c, "handshake not finished within NBD_HANDSHAKE_MS (10 s)");
+	}
 }
 
 /* A connected socket becomes an NBD connection: greet and read. */
@@ -271,6 +331,9 @@ static void conn_start(struct daemon *d, struct nbd_conn *c)
 		}
 		snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
 	}
+	uv_timer_init(d->loop, &c->hs_timer);
+	c->hs_timer.data = c;
+	uv_timer_start(&c->hs_timer, hs_timeout, NBD_HANDSHAKE_MS, 0);
 	tdo_list_add_tail(&d->conns, &c->link);
 	d->met.conns_total++;
 	d->met.conns_open++;
@@ -295,11 +358,29 @@ int nbd_conn_adopt(struct daemon *d, int fd)
 	uv_tcp_init(d->loop, &c->tcp);
 	c->tcp.data = c;
 	if ((err = uv_tcp_open(&c->tcp, fd))) {
-		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		uv_close((uv_handle_t *)&c->tcp, free_unstarted);
 		return err;
 	}
 	conn_start(d, c);
 	return 0;
+}
+
+/* One more connection than NBD_MAX_CONNS: closed, and said so at most
+ * every NBD_REFUSED_LOG_MS with how many went since the last time. */
+static void refuse(struct daemon *d, uv_tcp_t *tcp)
+{
+	static uint64_t last_log, quiet;
+	uint64_t now = tdo_now_usec();
+
+	uv_close((uv_handle_t *)tcp, free_unstarted);
+	quiet++;
+	if (last_log && now - last_log < NBD_REFUSED_LOG_MS * 1000ull)
+		return;
+	tdo_log(TDO_LOG_WARN, "nbd", "refused %llu connection%s: %llu open, the most allowed (NBD_MAX_CONNS %d); "
+	        "said at most every %d s", (unsigned long long)quiet, quiet == 1 ? "" : "s",
+	        (unsigned long long)d->met.conns_open, NBD_MAX_CONNS, NBD_REFUSED_LOG_MS / 1000);
+	last_log = now;
+	quiet = 0;
 }
 
 static void on_nbd_connection(uv_stream_t *server, int status)
@@ -319,7 +400,11 @@ static void on_nbd_connection(uv_stream_t *server, int status)
 	uv_tcp_init(d->loop, &c->tcp);
 	c->tcp.data = c;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-		uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+		uv_close((uv_handle_t *)&c->tcp, free_unstarted);
+		return;
+	}
+	if (d->met.conns_open >= NBD_MAX_CONNS) {
+		refuse(d, &c->tcp); /* frees c */
 		return;
 	}
 	conn_start(d, c);

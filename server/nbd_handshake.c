@@ -99,6 +99,7 @@ static uint32_t pick_export(struct nbd_conn *c, const char *name)
 static void enter_transmission(struct nbd_conn *c)
 {
 	c->state = CS_REQ_HEADER;
+	uv_timer_stop(&c->hs_timer); /* NBD_HANDSHAKE_MS applies to the haggling only */
 	tdo_log(TDO_LOG_DEBUG, "nbd", "connection %llu: transmission flags 0x%x", (unsigned long long)c->id,
 	        c->terms.tflags);
 	tdo_log(TDO_LOG_INFO, "nbd", "connection %llu from %s: volume %s, %llu bytes, %s replies%s",

@@ -14,6 +14,23 @@
 #define NBD_MAX_OPTIONS   256     /* options per connection before we hang up */
 #define NBD_MAX_INFLIGHT  256     /* requests in flight before we stop reading */
 #define NBD_MAX_QUEUED    (64u << 20) /* reply bytes queued before we stop reading */
+/*
+ * Request bytes one connection may hold: read buffers from submit until
+ * their reply is written (a client that reads no reply keeps them), write
+ * payloads from their header until the volume tier is done with them. A
+ * request that would pass the budget waits, and the socket is not read,
+ * until enough of them finish; one request alone is always admitted (NBD
+ * allows 32 MiB, NBD_MAX_PAYLOAD). 256 pipelined 32 MiB reads would hold
+ * 8 GiB without it.
+ */
+#define NBD_MAX_HELD      (64u << 20)
+/* NBD connections open at once; one more is accepted and closed at once,
+ * logged at most every NBD_REFUSED_LOG_MS with how many were refused */
+#define NBD_MAX_CONNS     1024
+#define NBD_REFUSED_LOG_MS 10000
+/* From accept to the end of option haggling (GO or EXPORT_NAME): a
+ * connection still haggling after this is closed */
+#define NBD_HANDSHAKE_MS  10000
 
 /*
  * What a request is checked against (nbd_validate): the export as the
@@ -40,6 +57,7 @@ struct nbd_conn {
 	struct tdo_list link;       /* d->conns, until the close callback */
 	struct daemon *d;
 	uv_tcp_t tcp;
+	uv_timer_t hs_timer;        /* NBD_HANDSHAKE_MS from accept; closed after tcp, frees c */
 	uint64_t id;
 	char peer[64];
 	int state;                  /* enum conn_state */
@@ -68,6 +86,8 @@ struct nbd_conn {
 	uint64_t drain_left;
 	uint32_t drain_err;         /* reply for the drained write */
 	int inflight;               /* requests handed to the engine */
+	uint64_t held;              /* request bytes held, at most NBD_MAX_HELD (or one request) */
+	bool held_wait;             /* a request header waits in c->in for the budget */
 	/* failed requests logged: at most NBD_ERR_LOG_MAX a second, the rest counted */
 	uint64_t err_window;        /* when the current second began, us */
 	uint32_t err_logged, err_quiet;
@@ -82,6 +102,11 @@ struct nbd_conn {
 /* Queue a write of N buffers; FREE_ME and FREE_ME2 (may be NULL) are
  * freed once it is written (the caller hands them over). */
 void nbd_conn_send(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2);
+/* The same, and HELD bytes of c->held are given back once it is written. */
+void nbd_conn_send_held(struct nbd_conn *c, uv_buf_t *bufs, unsigned n, void *free_me, void *free_me2,
+                        uint32_t held);
+/* Give back HELD bytes of c->held (a request finished with its buffer). */
+void nbd_conn_release(struct nbd_conn *c, uint32_t held);
 /* Stop reading and close once nothing is in flight (WHY is logged); the
  * connection is freed in the close callback, never here. */
 void nbd_conn_close(struct nbd_conn *c, const char *why);

@@ -32,6 +32,7 @@ struct txreq {
 	uint64_t cookie, offset;
 	uint32_t length;
 	uint8_t *buf;               /* read data or write payload */
+	uint32_t held;              /* bytes of c->held this request gives back */
 	uint64_t t0;
 	int op;                     /* enum met_op */
 };
@@ -125,6 +126,7 @@ static void finish(struct txreq *r, uint32_t nerr, int cause)
 		}
 	}
 	c->inflight--;
+	nbd_conn_release(c, r->held);
 	free(r);
 	nbd_conn_request_done(c);
 }
@@ -164,6 +166,7 @@ static void reply_read(struct txreq *r)
 
 	if (!o) {
 		free(r->buf);
+		r->buf = NULL;
 		nbd_conn_close(c, "out of memory");
 		return;
 	}
@@ -179,8 +182,10 @@ static void reply_read(struct txreq *r)
 		b[0] = uv_buf_init((char *)&o->data, sizeof o->data);
 	}
 	b[1] = uv_buf_init((char *)r->buf, r->length);
-	nbd_conn_send(c, b, 2, o, r->buf); /* both freed once written */
+	/* both freed once written; the read's bytes stay held until then */
+	nbd_conn_send_held(c, b, 2, o, r->buf, r->held);
 	r->buf = NULL;
+	r->held = 0;
 }
 
 /* ---- engine completions --------------------------------------------------- */
@@ -279,8 +284,12 @@ static void submit(struct txreq *r)
 		return;
 	case NBD_CMD_READ:
 		op = TDO_RMOP_READ;
-		if (posix_memalign((void **)&r->buf, 4096, r->length))
+		if (posix_memalign((void **)&r->buf, 4096, r->length)) {
 			err = -ENOMEM;
+			break;
+		}
+		r->held = r->length;
+		c->held += r->length;
 		break;
 	case NBD_CMD_WRITE:
 		op = TDO_RMOP_WRITE;
@@ -351,6 +360,7 @@ int tx_payload_done(struct nbd_conn *c)
 		return -1;
 	}
 	r->buf = c->payload;
+	r->held = c->req.rq_length; /* counted when the payload was allocated */
 	c->payload = NULL;
 	submit(r);
 	return c->closing ? -1 : 0;
@@ -394,6 +404,12 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 			nbd_conn_close(c, "impossible write length");
 			return -1;
 		}
+		/* the budget: wait (reading nothing more) while other requests hold it */
+		if (!err && (c->req.rq_type == NBD_CMD_READ || c->req.rq_type == NBD_CMD_WRITE) && c->held &&
+		    c->held + c->req.rq_length > NBD_MAX_HELD) {
+			c->held_wait = true;
+			return 0;
+		}
 		if (c->req.rq_type == NBD_CMD_WRITE) {
 			if (err) {
 				/* answer after the payload has been read and dropped */
@@ -409,6 +425,7 @@ ssize_t tx_consume(struct nbd_conn *c, const uint8_t *p, size_t n)
 				nbd_conn_close(c, "out of memory");
 				return -1;
 			}
+			c->held += c->req.rq_length;
 			c->payload_got = 0;
 			c->state = CS_REQ_PAYLOAD;
 			return sizeof q;
