@@ -167,9 +167,11 @@ check:
 e2e-kernel: all
 	BUILD=$(BUILD) tests/e2e-kernel/run.sh --full --host-fio
 
-# Replication under failure with FAILOVERS primary kills (check-one runs 3).
+# Replication under failure with FAILOVERS primary kills (check-one runs 3),
+# and a replica SIGKILLed in its resync's copy phase 20 times (check-one: 3).
 check-cluster: all
 	BUILD=$(BUILD) FAILOVERS=$${FAILOVERS:-20} tests/replication.sh $${TMPDIR:-/tmp}/testudo-check-cluster
+	BUILD=$(BUILD) ROUNDS=20 tests/resync_kill.sh $${TMPDIR:-/tmp}/testudo-check-cluster-rk
 
 crash-test: all
 	BUILD=$(BUILD) ITERATIONS=$${ITERATIONS:-500} tests/crash-test.sh

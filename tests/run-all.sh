@@ -30,7 +30,7 @@ run() {
 	local t0=$SECONDS
 	if "$@" >"$LOG" 2>&1; then
 		passed=$((passed + 1))
-		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|midcut|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|limits|replication|replication_big|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
+		printf 'PASS %-36s %4ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(crash|powercut|corrupt|midcut|cleaner|cli|nbd|admin|enospc|bench|cluster|lifecycle|limits|replication|replication_big|resync_kill|primary_fail|nbd_fuzz|e2e-kernel|accuracy):|PASSED|^boot: ' "$LOG" | tail -1)"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
@@ -126,6 +126,8 @@ fi
 rm -rf "$SCRATCH/repl"
 run "replication_big: 1 GiB trim and zeroes, 10 promotes past the epoch history" tests/replication_big.sh "$SCRATCH/repl-big"
 rm -rf "$SCRATCH/repl-big"
+run "resync_kill: a replica SIGKILLed mid-copy, 3 times" env ROUNDS=3 tests/resync_kill.sh "$SCRATCH/resync-kill"
+rm -rf "$SCRATCH/resync-kill"
 
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"
