@@ -128,6 +128,12 @@ run "replication_big: 1 GiB trim and zeroes, 10 promotes past the epoch history"
 rm -rf "$SCRATCH/repl-big"
 run "resync_kill: a replica SIGKILLed mid-copy, 3 times" env ROUNDS=3 tests/resync_kill.sh "$SCRATCH/resync-kill"
 rm -rf "$SCRATCH/resync-kill"
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+	run "primary_fail: the primary's device fills, the role moves" tests/primary_fail.sh "$SCRATCH/primary-fail"
+	rm -rf "$SCRATCH/primary-fail"
+else
+	skip "primary_fail: the primary's device fills, the role moves" "needs root and unshare -m (a tmpfs in a private mount namespace)"
+fi
 
 echo "== testudo-bench"
 run "bench: load, witness, kill test" tests/bench.sh "$SCRATCH/bench"
