@@ -217,8 +217,13 @@ struct resync {
  *  - held is not empty only while gate != 0 on the primary: rs_free
  *    admits it when the gate opens, a step-down forwards it to the new
  *    primary, the stop fails it
- *  - gate counts the resyncs with gated set (a step-down, wr_step_down,
- *    clears every gated with it, so it never goes below 0)
+ *  - gate counts the resyncs with gated set, plus one while handing_off
+ *    (a step-down, wr_step_down, clears every gated and handing_off
+ *    with it, so it never goes below 0)
+ *  - failed only on the primary: this node's engine refuses writes
+ *    (poisoned); no write is admitted (held while handing_off, else
+ *    failed with -EIO) and no resync starts; the role is being handed to
+ *    an in-sync replica (promote.c's pm_hand_off). A step-down clears it
  *  - a bit of marking means a change taking that replica out of date is
  *    queued or proposed (wr_mark_out_of_date); its end clears the bit, a
  *    step-down clears them all
@@ -255,6 +260,9 @@ struct vvol {
 	struct tdo_list held;       /* writes not yet admitted (gate) */
 	int gate;                   /* resyncs holding new writes (see above) */
 	uint32_t marking;           /* replicas with an out-of-date proposal pending */
+	bool failed;                /* the engine refuses writes: the role goes to a replica */
+	bool handing_off;           /*   a replica was asked to promote itself (holds the gate) */
+	uint64_t handoff_usec;      /*   no new ask before this time */
 	struct resync *rs[TDO_REP_MAX];
 	/* replica */
 	uint64_t expect_lsn;        /* next LSN the primary's writes must carry */
@@ -492,6 +500,9 @@ void wr_admit(struct vvol *v, struct vreq *r);
 void wr_step_down(struct vvol *v);
 /* The stop: writes waiting only for replicas fail (-ESHUTDOWN). */
 void wr_stop(struct vvol *v);
+/* A local write on the primary failed with STATUS: when the engine is
+ * poisoned, the volume is failed and its role handed off (pm_hand_off). */
+void wr_local_failed(struct vvol *v, int status);
 /* A request on a volume this node is primary of: 0 (its callback will
  * run), or -EINVAL for a request the volume cannot take. */
 int wr_primary_io(struct vvol *v, struct vreq *r);
@@ -570,5 +581,9 @@ void pm_tick(struct tdo_vtier *vt, uint64_t now);
 void pm_peer_down(struct tdo_vtier *vt, int peer);
 /* The stop: fail every promote still waiting. */
 void pm_stop(struct tdo_vtier *vt);
+/* V's primary copy failed (v->failed): ask an in-sync replica that is up
+ * to promote itself, at most once a second (the tick calls it again);
+ * with none, the writes held for it fail and new ones fail at once. */
+void pm_hand_off(struct vvol *v);
 
 #endif

@@ -12,6 +12,20 @@
  * LSN and whether a resync into it has ended, and acceptors check that
  * it is in-sync in their own configuration.
  *
+ * A primary whose engine failed hands the role off the same way
+ * (pm_hand_off): it asks an in-sync replica that is up to promote itself,
+ * holding new writes meanwhile; the promoted node's configuration makes
+ * it step down, which forwards them there. If the ask fails, or no
+ * configuration naming a new primary came 5 s after it succeeded, the
+ * held writes fail (-EIO) and it asks again a second later; with no
+ * in-sync replica up, writes fail at once: nothing acknowledged is lost,
+ * and an operator (or a replica coming back in-sync) decides.
+ *
+ * Why this way: the configuration protocol only lets a node promote
+ * itself (it alone knows its newest LSN and whether a resync into it
+ * ended); a failed primary cannot take itself out of the in-sync set and
+ * keep the role, since no replica may be ahead of the primary.
+ *
  * Must never: promote a node that is not an in-sync replica, or one with
  * a resync into its copy still running; answer a request twice.
  */
@@ -194,4 +208,72 @@ void pm_stop(struct tdo_vtier *vt)
 {
 	while (!tdo_list_empty(&vt->promotes))
 		answer(tdo_list_item(vt->promotes.next, struct promote, link), -ESHUTDOWN, "the node is stopping", 0);
+}
+
+#define HANDOFF_RETRY_USEC 1000000ull   /* between asks */
+#define HANDOFF_WAIT_USEC  5000000ull   /* from a promote's success to the step-down */
+
+/* The hand-off's ask ended (or is given up): the gate opens, and the
+ * writes it held fail (a failed copy admits none). */
+static void handoff_release(struct vvol *v)
+{
+	v->handing_off = false;
+	v->gate--;
+	v->handoff_usec = tdo_now_usec() + HANDOFF_RETRY_USEC;
+	if (!v->gate)
+		vt_fail_list(&v->held, -EIO);
+}
+
+static void handoff_done(void *arg, int status, const char *msg, uint32_t epoch)
+{
+	struct vvol *v = arg;
+	(void)epoch;
+	if (!v->handing_off)
+		return; /* this node stepped down meanwhile: the held writes went to the new primary */
+	if (status) {
+		tdo_log(TDO_LOG_WARN, "vtier", "%s: handing the primary role off failed: %s", v->conf.vc_name, msg);
+		handoff_release(v);
+		return;
+	}
+	tdo_log(TDO_LOG_INFO, "vtier", "%s: %s", v->conf.vc_name, msg);
+	v->handoff_usec = tdo_now_usec() + HANDOFF_WAIT_USEC; /* the configuration is on its way */
+}
+
+void pm_hand_off(struct vvol *v)
+{
+	struct tdo_vtier *vt = v->vt;
+	uint64_t now = tdo_now_usec();
+	if (!v->primary || !v->failed || vt->stopping || now < v->handoff_usec)
+		return;
+	if (v->handing_off) {
+		if (!tdo_list_empty(&vt->promotes))
+			for (struct tdo_list *l = vt->promotes.next; l != &vt->promotes; l = l->next)
+				if (tdo_list_item(l, struct promote, link)->arg == v)
+					return; /* still asked: its answer or its timeout comes */
+		tdo_log(TDO_LOG_WARN, "vtier", "%s: promoted, but no configuration naming the new primary came here",
+		        v->conf.vc_name);
+		handoff_release(v);
+		return;
+	}
+	for (uint32_t i = 0; i < v->conf.vc_nrep; i++) {
+		int peer = vt_rep_peer(v, (int)i);
+		if ((int)i == v->my_rep || v->conf.vc_state[i] != TDO_REP_IN_SYNC || (v->marking & (1u << i)) ||
+		    peer < 0 || !tdo_cluster_peer_up(vt->c, peer))
+			continue;
+		char err[160];
+		if (tdo_vtier_promote(vt, v->conf.vc_name, v->conf.vc_rep[i], handoff_done, v, err, sizeof(err))) {
+			tdo_log(TDO_LOG_WARN, "vtier", "%s: cannot ask %s to take the primary role: %s", v->conf.vc_name,
+			        v->conf.vc_rep[i], err);
+			continue;
+		}
+		tdo_log(TDO_LOG_WARN, "vtier", "%s: asking %s to take the primary role", v->conf.vc_name, v->conf.vc_rep[i]);
+		v->handing_off = true;
+		v->gate++;
+		v->handoff_usec = 0;
+		return;
+	}
+	if (!v->handoff_usec)
+		tdo_log(TDO_LOG_ERROR, "vtier", "%s: no in-sync replica is up to take the primary role: writes fail",
+		        v->conf.vc_name);
+	v->handoff_usec = now + HANDOFF_RETRY_USEC;
 }

@@ -108,6 +108,7 @@ static void vol_tick(struct tdo_vtier *vt, struct vvol *v, uint64_t now)
 		cfg_reconcile(v);
 	if (!v->primary)
 		return;
+	pm_hand_off(v); /* a failed copy: hand the role to a replica (nothing otherwise) */
 	uint64_t tmo = (uint64_t)vt->o.ack_timeout_ms * 1000;
 	for (struct tdo_list *l = v->inflight.next; l != &v->inflight; l = l->next) {
 		struct vreq *r = tdo_list_item(l, struct vreq, link);
@@ -121,6 +122,8 @@ static void vol_tick(struct tdo_vtier *vt, struct vvol *v, uint64_t now)
 				wr_mark_out_of_date(v, i, why);
 			}
 	}
+	if (v->failed)
+		return; /* it resyncs no one: its role goes to a replica */
 	for (int i = 0; i < (int)v->conf.vc_nrep; i++) {
 		if (i == v->my_rep)
 			continue;

@@ -20,6 +20,13 @@
  * one, with the reason when it refuses (-ESTALE: older epoch, and the
  * newer configuration is sent back; -EILSEQ: not the LSN it expects).
  *
+ * A primary whose engine is poisoned (a failed device write or sync:
+ * every later write fails) cannot store writes any more, so it gives the
+ * role up: wr_local_failed marks the volume failed, admits nothing more
+ * (new writes are held for the new primary, or fail when no replica can
+ * take over) and has an in-sync replica promote itself (promote.c). The
+ * failed write itself ends with its error, whatever the replicas said.
+ *
  * Must never: acknowledge a write an in-sync replica has not made
  * durable unless the change that took it out is in force; apply a write
  * of an older epoch, or out of LSN order; let a replica that is being
@@ -90,9 +97,11 @@ static void local_write_done(void *arg, int status)
 	r->local_done = true;
 	if (status && !r->status)
 		r->status = status;
-	if (status)
+	if (status) {
 		tdo_log(TDO_LOG_ERROR, "vtier", "%s: local write at LSN %" PRIu64 " failed: %s", v->conf.vc_name, r->lsn,
 		        tdo_strerror(status));
+		wr_local_failed(v, status);
+	}
 	wr_complete_ready(v);
 	for (int i = 0; i < TDO_REP_MAX; i++)
 		if (v->rs[i] && v->rs[i]->phase == RS_FINAL)
@@ -105,11 +114,32 @@ static int engine_op(int op)
 	return op == TDO_RMOP_WRITE ? TDO_OP_WRITE : op == TDO_RMOP_ZERO ? TDO_OP_ZERO : TDO_OP_TRIM;
 }
 
+void wr_local_failed(struct vvol *v, int status)
+{
+	struct tdo_engine_stats st;
+	if (!v->primary || v->failed)
+		return;
+	tdo_engine_stats(v->vt->e, &st);
+	if (!st.poisoned && status != TDO_EPOISON)
+		return; /* this write alone (a full volume, a bad range): the engine goes on */
+	v->failed = true;
+	tdo_log(TDO_LOG_ERROR, "vtier", "%s: this node's engine refuses writes: giving up the primary role",
+	        v->conf.vc_name);
+	for (int i = 0; i < TDO_REP_MAX; i++)
+		if (v->rs[i])
+			rs_abort(v, i, "this node's engine failed");
+	pm_hand_off(v);
+}
+
 void wr_admit(struct vvol *v, struct vreq *r)
 {
 	struct tdo_vtier *vt = v->vt;
 	if (v->gate) {
 		tdo_list_add_tail(&v->held, &r->link);
+		return;
+	}
+	if (v->failed) {
+		vt_req_finish(r, -EIO); /* nothing is sent: no replica takes a write this node cannot store */
 		return;
 	}
 	r->lsn = ++v->next_lsn;
@@ -136,6 +166,7 @@ void wr_admit(struct vvol *v, struct vreq *r)
 		v->io_active--;
 		r->local_done = true;
 		r->status = rc;
+		wr_local_failed(v, rc);
 		wr_complete_ready(v);
 	}
 }
@@ -162,6 +193,7 @@ static void fail_inflight(struct vvol *v, int status, bool keep)
 void wr_step_down(struct vvol *v)
 {
 	v->marking = 0;
+	v->failed = v->handing_off = false; /* an ask still out ends in pm_handoff_done, which sees this */
 	/* writes whose replicas never answered: their outcome is unknown */
 	fail_inflight(v, -EIO, false);
 	/* held writes go to the new primary */
