@@ -38,17 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
-uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
-field() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/v" | $PY -c "import json,sys; print(json.load(sys.stdin)['$2'])"
-}
-states() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/v" | $PY -c "import json,sys
-print(' '.join(sorted('%s=%s' % (r['node'], r['state']) for r in json.load(sys.stdin)['replicas'])))"
-}
 # the primary as nodes n2 and n3 both see it is not n1
-moved() { local p2 p3; p2=$(field 2 primary) && p3=$(field 3 primary) && [ "$p2" != n1 ] && [ "$p2" = "$p3" ]; }
+moved() { local p2 p3; p2=$(field 2 v primary) && p3=$(field 3 v primary) && [ "$p2" != n1 ] && [ "$p2" = "$p3" ]; }
 # write_ok NODE JOURNAL MIB: 4 MiB written through NODE in [MIB, MIB+8) MiB
 # (a range of its own: a later journal's writes do not overwrite it), no error
 write_ok() {
@@ -80,17 +71,17 @@ step "filling n1's file system: the writes past the room fail (exit $rc)" bash -
 step "n1's engine failed on its device" grep -q "log write failed: No space left on device" "$D/n1/log"
 T0=$SECONDS
 step "the primary role leaves n1 within 10 s, with no one acting" wait_for "a new primary" 10 moved
-echo "    after $((SECONDS - T0)) s: primary $(field 2 primary), epoch $(field 2 epoch); $(states 2)"
+echo "    after $((SECONDS - T0)) s: primary $(field 2 v primary), epoch $(field 2 v epoch); $(states 2 v)"
 if moved; then
-	P=$(field 2 primary | tr -dc '0-9') O=$((5 - $(field 2 primary | tr -dc '0-9')))
+	P=$(field 2 v primary | tr -dc '0-9') O=$((5 - $(field 2 v primary | tr -dc '0-9')))
 	step "writes through the new primary n$P succeed" write_ok "$P" "$D/j3" 8
 	step "writes through n1 (forwarded) succeed" write_ok 1 "$D/j4" 16
 	step "writes through n$O succeed" write_ok "$O" "$D/j5" 24
 	for j in 1 2 3 4 5; do
 		step "every write of journal j$j acknowledged reads back through n$P" read_back "$P" "$D/j$j"
 	done
-	in_sync() { states "$1" | grep -q "$2=in-sync"; }
-	step "n1 is not in-sync: its copy cannot take writes" bash -c "! grep -q n1=in-sync <<<'$(states "$P")'"
+	in_sync() { states "$1" v | grep -q "$2=in-sync"; }
+	step "n1 is not in-sync: its copy cannot take writes" bash -c "! grep -q n1=in-sync <<<'$(states "$P" v)'"
 	step "n$O ends in-sync" wait_for "n$O in-sync" 30 in_sync "$P" "n$O"
 	# n1 answers a verify with its engine's error: n$P and n$O must match
 	step "volume verify through n$P: n$P and n$O checked, no difference" bash -c \

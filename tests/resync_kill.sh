@@ -32,8 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cli() { local i=$1; shift; "$BUILD"/testudo --admin "127.0.0.1:${CL_ADMIN[$i]}" "$@"; }
-uri() { echo "nbd://127.0.0.1:${CL_NBD[$1]}/$2"; }
 # what node $1 says of replica $3 of volume $2: "STATE PHASE" (PHASE "-" without a resync)
 rep_of() {
 	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/$2" | $PY -c "import json,sys
@@ -42,12 +40,7 @@ for r in json.load(sys.stdin)['replicas']:
         print(r['state'], r.get('resync', {}).get('phase', '-'))"
 }
 copying() { [ "$(rep_of 1 v n3 | cut -d' ' -f2)" = copying ]; }
-all_in_sync() {
-	curl -sf "http://127.0.0.1:${CL_ADMIN[$1]}/v1/volumes/v" | $PY -c "import json,sys
-sys.exit(any(r['state'] != 'in-sync' for r in json.load(sys.stdin)['replicas']))"
-}
 primary_alive() { kill -0 "${CL_PID[1]}" && curl -sf "http://127.0.0.1:${CL_ADMIN[1]}/v1/volumes/v" >/dev/null; }
-identical() { cli "$1" volume verify v | tee "$D/vv.out" && grep -q ": identical" "$D/vv.out"; }
 no_sanitizer_report() { ! grep -E -m3 -H "ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error:" "$D"/n*/log; }
 # SIZE of 64 KiB writes at random places in the volume's first 192 MiB,
 # through n1 (n3 is down: it falls behind). Runs of dirty blocks are long
@@ -91,8 +84,8 @@ kill "$BENCH"; wait "$BENCH" 2>/dev/null; BENCH=
 
 if kill -0 "${CL_PID[1]}" 2>/dev/null; then
 	step "n3 restarts a last time" start_cluster_node 3
-	step "n3 resyncs and is in-sync" wait_for "n3 in-sync" 90 all_in_sync 1
-	step "volume verify: the replicas are identical" identical 2
+	step "n3 resyncs and is in-sync" wait_for "n3 in-sync" 90 all_in_sync 1 v
+	step "volume verify: the replicas are identical" identical 2 v
 	grep -h "resync of n3" "$D"/n1/log | tail -2 | sed 's/^/    /'
 fi
 step "every node stops cleanly" stop_cluster
