@@ -37,6 +37,7 @@
 #include "testudo/vtier.h"
 
 #define FWD_WAIT_MS     20000        /* a forwarded request waits this long for a primary */
+#define VT_HASH_SIZE    1024         /* buckets of vt->vol_hash (TDO_MAX_VOLS volumes a device holds) */
 
 struct tdo_vtier;
 struct vvol;
@@ -287,7 +288,8 @@ struct vvol {
 	struct tdo_rm_vconf want;
 	bool rs_storing;            /* rs_active = true is being stored; RS_STATE answers then */
 	int local_err;              /* the last local change cfg_reconcile started failed at once */
-	struct vvol *next;
+	struct vvol *next;          /* vt->vols */
+	struct vvol *hnext;         /* vt->vol_hash: a volume keeps its name for life */
 };
 
 /* An attached client's view of one incarnation of a volume: h->v lives
@@ -328,7 +330,8 @@ struct tdo_vtier {
 	char *state_path;           /* NULL: a node outside any cluster keeps no state file */
 	const char *me;
 	int nnodes;                 /* peers and this node */
-	struct vvol *vols;
+	struct vvol *vols;          /* every volume this node knows, deleted ones too; freed only with vt */
+	struct vvol *vol_hash[VT_HASH_SIZE]; /* the same, by name: peer messages name their volume */
 	struct tdo_list fwd_sent;   /* struct vreq forwarded, awaiting replies */
 	struct tdo_list fwd_wait;   /* struct vreq waiting for a reachable primary */
 	uint64_t next_fwd_id, next_sum_id, next_pm_id;

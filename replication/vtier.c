@@ -51,9 +51,18 @@ int vt_rep_peer(struct vvol *v, int i)
 	return tdo_cluster_peer_index(v->vt->c, v->conf.vc_rep[i]);
 }
 
+/* FNV-1a of a volume name, for vt->vol_hash. */
+static unsigned name_hash(const char *name)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % VT_HASH_SIZE;
+}
+
 struct vvol *vt_find_vol(struct tdo_vtier *vt, const char *name)
 {
-	for (struct vvol *v = vt->vols; v; v = v->next)
+	for (struct vvol *v = vt->vol_hash[name_hash(name)]; v; v = v->hnext)
 		if (!strcmp(v->conf.vc_name, name))
 			return v;
 	return NULL;
@@ -80,6 +89,9 @@ struct vvol *vt_vol_new(struct tdo_vtier *vt, const struct tdo_rm_vconf *c)
 	tdo_list_init(&v->changes);
 	v->next = vt->vols;
 	vt->vols = v;
+	unsigned h = name_hash(v->conf.vc_name);
+	v->hnext = vt->vol_hash[h];
+	vt->vol_hash[h] = v;
 	return v;
 }
 
