@@ -45,6 +45,9 @@ struct pconn {
 	char *tx;                   /* messages queued for the next flush */
 	size_t tx_len, tx_cap;
 	bool tx_close_after, tx_queued;
+	bool overloaded;            /* the send queue passed PEER_MAX_QUEUED: closed by the next
+	                               heartbeat, never inside a send (the volume tier's down hook
+	                               must not run under its own send call) */
 	struct pconn *next, *tx_next;
 };
 
@@ -190,8 +193,8 @@ static int send_msg2(struct pconn *pc, uint16_t type, const void *a, uint32_t al
 		return -ECANCELED;
 	uint32_t len = alen + blen;
 	size_t need = pc->tx_len + sizeof(struct tdo_rmsg) + len;
-	if (need + uv_stream_get_write_queue_size((uv_stream_t *)&pc->tcp) > PEER_MAX_QUEUED) {
-		conn_close(pc, "send queue over PEER_MAX_QUEUED (256 MiB): the peer does not read");
+	if (pc->overloaded || need + uv_stream_get_write_queue_size((uv_stream_t *)&pc->tcp) > PEER_MAX_QUEUED) {
+		pc->overloaded = true; /* heartbeat_cb closes it */
 		return -ENOBUFS;
 	}
 	if (need > pc->tx_cap) {
@@ -628,7 +631,9 @@ static void heartbeat_cb(uv_timer_t *t)
 		next = pc->next;
 		if (pc->closing)
 			continue;
-		if (pc->up && now - pc->last_rx_usec > (uint64_t)c->dead_ms * 1000) {
+		if (pc->overloaded) {
+			conn_close(pc, "send queue over PEER_MAX_QUEUED (256 MiB): the peer does not read");
+		} else if (pc->up && now - pc->last_rx_usec > (uint64_t)c->dead_ms * 1000) {
 			char why[80];
 			snprintf(why, sizeof(why), "silent for %llu ms", (unsigned long long)((now - pc->last_rx_usec) / 1000));
 			conn_close(pc, why);

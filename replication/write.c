@@ -125,10 +125,12 @@ void wr_local_failed(struct vvol *v, int status)
 	v->failed = true;
 	tdo_log(TDO_LOG_ERROR, "vtier", "%s: this node's engine refuses writes: giving up the primary role",
 	        v->conf.vc_name);
+	/* the hand-off holds new writes first: a resync's abort below may open
+	 * its gate, and what it held then waits for the new primary too */
+	pm_hand_off(v);
 	for (int i = 0; i < TDO_REP_MAX; i++)
 		if (v->rs[i])
 			rs_abort(v, i, "this node's engine failed");
-	pm_hand_off(v);
 }
 
 void wr_admit(struct vvol *v, struct vreq *r)
@@ -228,6 +230,11 @@ int wr_primary_io(struct vvol *v, struct vreq *r)
 	int rc;
 	switch (r->op) {
 	case TDO_RMOP_READ:
+		/* a failed primary's copy stops being the volume's as soon as the
+		 * replica it handed off to is primary, before this node may hear
+		 * of it (it may not even store that configuration): no reads */
+		if (v->failed)
+			return -EIO;
 		v->io_active++;
 		rc = tdo_engine_read(v->vt->e, (uint32_t)v->local_id, r->off, (uint32_t)r->len, r->buf, local_rw_done, r);
 		if (rc)

@@ -95,10 +95,24 @@ start_cluster() {
 	shift 2
 	CL_ARGS=("$@")
 	local ports
-	ports=($($PY -c "import socket
-ss = [socket.socket() for _ in range($CL_N)]
-for s in ss: s.bind(('127.0.0.1', 0))
-print(' '.join(str(s.getsockname()[1]) for s in ss))"))
+	# repl ports below the kernel's ephemeral range: a port picked there and
+	# released could be handed to another node's NBD or admin listener
+	# (port 0) before this node binds it
+	ports=($($PY -c "import random, socket
+low = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
+got = []
+while len(got) < $CL_N:
+    p = random.randrange(max(1024, low - 12000), low)
+    s = socket.socket()
+    try:
+        s.bind(('127.0.0.1', p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    if p not in got:
+        got.append(p)
+print(' '.join(map(str, got)))"))
 	for i in $(seq "$CL_N"); do CL_REPL[$i]=${ports[$((i - 1))]}; CL_NBD[$i]=0; done
 	for i in $(seq "$CL_N"); do start_cluster_node "$i" || return 1; done
 }
