@@ -33,12 +33,11 @@ static int primary_peer(struct tdo_vtier *vt, struct vvol *v)
 
 void fwd_send(struct tdo_vtier *vt, struct vreq *r)
 {
-	struct vvol *v = vt_find_vol(vt, r->name);
-	if (!v || v->conf.vc_deleted) {
+	struct vvol *v = r->v; /* a volume keeps its vvol, and its name, for the tier's life */
+	if (v->conf.vc_deleted) {
 		vt_req_finish(r, TDO_ENOVOL);
 		return;
 	}
-	r->v = v;
 	if (v->primary) {
 		int rc = wr_primary_io(v, r);
 		if (rc)
@@ -50,7 +49,7 @@ void fwd_send(struct tdo_vtier *vt, struct vreq *r)
 		struct tdo_rm_io io = { .io_epoch = v->conf.vc_epoch, .io_op = (uint16_t)r->op,
 		                        .io_flags = (uint16_t)r->flags, .io_id = ++vt->next_fwd_id,
 		                        .io_off = r->off, .io_len = r->len };
-		snprintf(io.io_name, sizeof(io.io_name), "%s", r->name);
+		snprintf(io.io_name, sizeof(io.io_name), "%s", v->conf.vc_name);
 		if (!vt_send(vt, peer, TDO_RM_FWD, &io, sizeof(io), r->op == TDO_RMOP_WRITE ? r->buf : NULL,
 		             r->op == TDO_RMOP_WRITE ? (uint32_t)r->len : 0)) {
 			r->fwd_id = io.io_id;
@@ -85,8 +84,8 @@ static void fwd_in_done(void *arg, int status)
 {
 	struct vreq *r = arg;
 	struct tdo_rm_ack a = { .ak_status = status, .ak_id = r->from_id };
-	snprintf(a.ak_name, sizeof(a.ak_name), "%s", r->name);
-	a.ak_epoch = r->v ? r->v->conf.vc_epoch : 0;
+	snprintf(a.ak_name, sizeof(a.ak_name), "%s", r->v->conf.vc_name);
+	a.ak_epoch = r->v->conf.vc_epoch;
 	bool data = r->op == TDO_RMOP_READ && status == 0;
 	a.ak_len = data ? r->len : 0;
 	vt_send(r->vt, r->from_peer, TDO_RM_FWD_REP, &a, sizeof(a), data ? r->buf : NULL, data ? (uint32_t)r->len : 0);
@@ -119,7 +118,6 @@ void fwd_on_req(struct tdo_vtier *vt, int peer, const struct tdo_rm_io *io, cons
 			*r = (struct vreq){ .vt = vt, .v = v, .op = io->io_op, .flags = io->io_flags, .off = io->io_off,
 			                    .len = io->io_len, .from_peer = peer, .from_id = io->io_id, .cb = fwd_in_done,
 			                    .arg = r };
-			snprintf(r->name, sizeof(r->name), "%s", name);
 			if (io->io_op == TDO_RMOP_WRITE || io->io_op == TDO_RMOP_READ) {
 				if (posix_memalign(&r->buf, 4096, io->io_len ? io->io_len : 4096)) {
 					free(r);

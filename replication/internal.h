@@ -62,7 +62,7 @@ struct vvol;
  */
 struct vreq {
 	struct tdo_vtier *vt;
-	struct vvol *v;
+	struct vvol *v;             /* never NULL: set at creation; a vvol lives as long as the tier */
 	int op;
 	unsigned flags;
 	uint64_t off, len;
@@ -83,7 +83,6 @@ struct vreq {
 	uint64_t fwd_id;
 	int fwd_peer;
 	uint64_t deadline_usec;
-	char name[TDO_NAME_MAX + 1];
 	struct tdo_list link;
 };
 

@@ -385,7 +385,6 @@ int tdo_vhandle_io(struct tdo_vhandle *h, int op, unsigned flags, uint64_t off, 
 		return -ENOMEM;
 	*r = (struct vreq){ .vt = vt, .v = v, .op = op, .flags = flags, .off = off, .len = len, .buf = buf,
 	                    .cb = cb, .arg = arg, .from_peer = -1, .fwd_peer = -1 };
-	snprintf(r->name, sizeof(r->name), "%s", v->conf.vc_name);
 	if (v->primary) {
 		int rc = wr_primary_io(v, r);
 		if (rc)
